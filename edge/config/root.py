@@ -1,0 +1,51 @@
+"""The whole configuration file: top-level keys and one table per section."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge.config.decision import DecisionConfig
+from edge.config.emg import EmgConfig
+from edge.config.models import ModelsConfig
+from edge.config.mqtt import MqttConfig
+from edge.config.outbox import OutboxConfig
+
+
+class LoggingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        # Environment overrides are typically typed in lower case.
+        return value.upper() if isinstance(value, str) else value
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+    device_id: str = Field(
+        default="emotion_edge",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name of this device: 1-64 letters, digits, '_' or '-'. It becomes an MQTT topic level "
+        "and part of Home Assistant unique ids, where '/', '+', '#' and spaces would break.",
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker and topics.")
+    emg: EmgConfig = Field(default_factory=EmgConfig, description="EMG input.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Classifier models.")
+    decision: DecisionConfig = Field(
+        default_factory=DecisionConfig, description="Turning predictions into emotion episodes."
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig,
+        description="Persistent queue of events not yet acknowledged by the broker.",
+    )
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    # A `camera` section will sit here; the loader and default_config_toml() walk the fields generically, so
+    # adding it needs no change outside its own module.

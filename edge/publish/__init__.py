@@ -1,0 +1,1 @@
+"""Everything that leaves the device: MQTT topics, payloads, discovery and the broker link."""

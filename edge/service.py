@@ -1,0 +1,470 @@
+"""The long-running service: wires sources, models, decision, outbox and MQTT together.
+
+sources -> dsp -> models -> decision -> publish -> service (this module)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.broker import EmbeddedBroker
+from edge.classifier import EmgClassifier
+from edge.config import Config, ConfigError, load_config
+from edge.decision import DecisionEngine, EpisodeEvent, ModalityReading
+from edge.emg_stage import EmgStage
+from edge.outbox import AsyncOutbox
+from edge.paths import SHIPPED_EMG_MODEL, shipped_model
+from edge.publish.commands import CommandError, parse_command
+from edge.publish.discovery import discovery_payload
+from edge.publish.mqtt_link import MqttLink, event_payload
+from edge.publish.topics import Topics
+from edge.queues import CountingQueue
+from edge.sdnotify import ProgressWatchdog, SystemdNotifier
+from edge.sources.chunk import SampleChunk
+from edge.sources.replay_emg import ReplayEmgSource
+from edge.sources.serial_emg import SerialEmgSource
+from edge.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+# Retained state is refreshed at most this often unless the emotion changes: Home
+# Assistant records every state message, and 10 windows/s would flood its database.
+STATE_MIN_INTERVAL_S = 1.0
+# A stage that has not made progress for this long stops the systemd watchdog pings.
+STAGE_MAX_SILENCE_S = 10.0
+
+EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        on_event: EventSink | None = None,
+        exit_when_input_ends: bool = False,
+        on_started: Callable[[Service], object] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.on_event = on_event
+        self.exit_when_input_ends = exit_when_input_ends
+        self.on_started = on_started
+        self.started_monotonic = time.monotonic()
+        self.notifier = SystemdNotifier()
+        self.watchdog = ProgressWatchdog()
+        self.switches = {"emg_paused": False, "camera_paused": False, "privacy": False}
+        self.topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+        self.decision = DecisionEngine(config.decision)
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._last_state_publish = 0.0
+        self._last_state_emotion: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.background = TaskSet()
+        self.broker: EmbeddedBroker | None = None
+        self.outbox: AsyncOutbox | None = None
+        self.link: MqttLink | None = None
+        self.emg_source: SerialEmgSource | ReplayEmgSource | None = None
+        self.emg_stage: EmgStage | None = None
+        self.emg_queue: CountingQueue[SampleChunk] | None = None
+        self.exit_code = 0
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        try:
+            await self._start()
+            if self.on_started is not None:
+                self.on_started(self)
+            self.notifier.ready()
+            self.notifier.status(self._status_line())
+            log.info("emotion-edge %s running as %s", __version__, self.config.device_id)
+            await self._main_loop()
+        finally:
+            self.notifier.stopping()
+            await self._shutdown()
+        return self.exit_code
+
+    def request_stop(self) -> None:
+        log.info("stopping")
+        self._stop.set()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.outbox = AsyncOutbox(cfg.outbox.path, cfg.outbox.max_events, cfg.outbox.max_age_s)
+        settings_switches = await self.outbox.load_settings("switches")
+        self.switches.update({k: bool(v) for k, v in settings_switches.items() if k in self.switches})
+        host, port = cfg.mqtt.host, cfg.mqtt.port
+        if host is None:
+            self.broker = EmbeddedBroker()
+            host, port = await self.broker.start()
+            log.info("no mqtt.host configured: started an embedded broker on %s:%d", host, port)
+        self.link = MqttLink(
+            cfg.mqtt, self.topics, self.outbox, host, port, self._on_connected, self._on_message
+        )
+        await self.link.start()
+        self._start_emg()
+        self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+        self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+        self._tasks.append(asyncio.create_task(self._housekeeping_loop(), name="housekeeping"))
+
+    def _start_emg(self) -> None:
+        cfg = self.config
+        if cfg.emg.source == "off":
+            return
+        classifier = EmgClassifier(cfg.models.emg or shipped_model(SHIPPED_EMG_MODEL), cfg.models.num_threads)
+        hop = cfg.emg.hop or classifier.window
+        self.emg_queue = CountingQueue(cfg.emg.queue_size)
+        if cfg.emg.source == "serial":
+            s = cfg.emg.serial
+            self.emg_source = SerialEmgSource(
+                s.port,
+                s.baudrate,
+                classifier.spec.n_channels,
+                s.value_min,
+                s.value_max,
+                s.reconnect_min_s,
+                s.reconnect_max_s,
+            )
+        else:
+            r = cfg.emg.replay
+            assert r.path is not None  # guaranteed by config validation
+            self.emg_source = ReplayEmgSource(
+                r.path,
+                cfg.emg.sample_rate_hz,
+                None if r.speed == "max" else float(r.speed),
+                loop_forever=r.loop,
+                source_layout=r.source_layout,
+            )
+        self.watchdog.register("emg_source", STAGE_MAX_SILENCE_S)
+        self.watchdog.register("emg_inference", STAGE_MAX_SILENCE_S)
+        self.emg_stage = EmgStage(
+            classifier,
+            hop,
+            cfg.emg.sample_rate_hz,
+            self._on_emg_reading,
+            lambda: self.watchdog.beat("emg_inference"),
+        )
+        self.emg_stage.paused = self.switches["emg_paused"]
+        self._emg_tasks = [
+            asyncio.create_task(self._run_emg_source(), name="emg-source"),
+            asyncio.create_task(self.emg_stage.run(self.emg_queue), name="emg-stage"),
+        ]
+
+    async def _run_emg_source(self) -> None:
+        assert self.emg_source is not None and self.emg_queue is not None
+        await self.emg_source.run(self.emg_queue)
+        # Input ended (replay finished): drain what is queued, then close the episode.
+        while self.emg_queue.qsize():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        self.watchdog.pause("emg_source")
+        self.watchdog.pause("emg_inference")
+        await self._emit(self.decision.close(self._decision_time()))
+        log.info("EMG input ended")
+        if self.exit_when_input_ends:
+            self.request_stop()
+
+    async def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            reload_wait = asyncio.create_task(self._reload_requested.wait())
+            stop_wait = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({reload_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            reload_wait.cancel()
+            stop_wait.cancel()
+            if self._reload_requested.is_set() and not self._stop.is_set():
+                self._reload_requested.clear()
+                await self.reload()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file and models; events in flight stay in the outbox."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for path, message in exc.errors:
+                log.error("reload rejected, keeping the running config: %s: %s", path, message)
+            self.notifier.ready()
+            return
+        old = self.config
+        self.config = new
+        self.decision.config = new.decision
+        logging.getLogger().setLevel(new.logging.level)
+        if new.emg != old.emg or new.models != old.models:
+            await self._stop_emg()
+            self._start_emg()
+        if new.mqtt != old.mqtt or new.device_id != old.device_id:
+            log.info("MQTT settings changed: reconnecting")
+            assert self.link is not None and self.outbox is not None
+            await self.link.stop()
+            self.topics = Topics(new.mqtt.topic_prefix, new.device_id, new.mqtt.discovery_prefix)
+            host = new.mqtt.host or self.link.host
+            port = new.mqtt.port if new.mqtt.host else self.link.port
+            self.link = MqttLink(
+                new.mqtt, self.topics, self.outbox, host, port, self._on_connected, self._on_message
+            )
+            await self.link.start()
+        log.info("configuration reloaded")
+        self.notifier.ready()
+        self.notifier.status(self._status_line())
+
+    async def _stop_emg(self) -> None:
+        if self.emg_source is not None:
+            self.emg_source.stop()
+        for task in getattr(self, "_emg_tasks", []):
+            task.cancel()
+        await asyncio.gather(*getattr(self, "_emg_tasks", []), return_exceptions=True)
+        if self.emg_stage is not None:
+            self.emg_stage.close()
+        self.emg_source = self.emg_stage = self.emg_queue = None
+        self._emg_tasks = []
+        with contextlib.suppress(KeyError):
+            self.watchdog.unregister("emg_source")
+            self.watchdog.unregister("emg_inference")
+
+    async def _shutdown(self) -> None:
+        await self._stop_emg()
+        await self._emit(self.decision.close(self._decision_time()))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.wait()
+        if self.link is not None:
+            await self._flush_outbox(timeout_s=3.0)
+            await self.link.stop("stopped")
+        if self.outbox is not None:
+            await self.outbox.close()
+        if self.broker is not None:
+            await self.broker.stop()
+
+    async def _flush_outbox(self, timeout_s: float) -> None:
+        """Give the broker a moment to acknowledge what is queued; the rest stays on disk."""
+        assert self.outbox is not None and self.link is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.link.connected:
+            if (await self.outbox.stats())["pending"] == 0:
+                return
+            self.link.notify_new_events()
+            await asyncio.sleep(0.05)
+
+    # --- data path ------------------------------------------------------------------
+
+    async def _on_emg_reading(self, reading: ModalityReading, chunk: SampleChunk) -> None:
+        self.watchdog.beat("emg_source")
+        self._last_reading_t = reading.t
+        events = self.decision.observe(reading)
+        await self._emit(events)
+        self._maybe_publish_state(force=bool(events))
+
+    def _decision_time(self) -> float:
+        return getattr(self, "_last_reading_t", 0.0)
+
+    async def _emit(self, events: list[EpisodeEvent]) -> None:
+        if not events or self.outbox is None:
+            return
+        for ev in events:
+            body = {
+                "type": ev.type,
+                "id": ev.episode_id,
+                "emotion": ev.emotion,
+                "confidence": ev.confidence,
+                "probs": ev.probs,
+                "modalities": ev.modalities,
+                "ts": round(time.time(), 3),
+                "sample": ev.sample,
+                "device_id": self.config.device_id,
+            }
+            seq = await self.outbox.append(self.topics.event, partial(event_payload, body=body))
+            if self.on_event is not None:
+                self.on_event(ev, {**body, "seq": seq})
+            log.debug("event %s seq=%d %s %.2f", ev.type, seq, ev.emotion, ev.confidence)
+        if self.link is not None:
+            self.link.notify_new_events()
+
+    def _maybe_publish_state(self, force: bool = False) -> None:
+        state = self.decision.state
+        now = time.monotonic()
+        changed = state.emotion != self._last_state_emotion
+        if not (force or changed or now - self._last_state_publish >= STATE_MIN_INTERVAL_S):
+            return
+        self._last_state_publish = now
+        self._last_state_emotion = state.emotion
+        if self.link is None or not self.link.connected:
+            return  # retained state is re-sent on connect
+        self.background.spawn(self.link.publish_retained(self.topics.state, json.dumps(self._state_body())))
+
+    def _state_body(self) -> dict[str, Any]:
+        state = self.decision.state
+        return {
+            "emotion": state.emotion,
+            "confidence": round(state.confidence, 4),
+            "probs": {k: round(v, 4) for k, v in state.probs.items()},
+            "modalities": state.modalities,
+            "ts": round(time.time(), 3),
+        }
+
+    # --- MQTT -----------------------------------------------------------------------
+
+    async def _on_connected(self) -> None:
+        link = self.link
+        assert link is not None
+        await link.publish_retained(self.topics.availability, "online")
+        link.subscribe(self.topics.command_filter)
+        if self.config.mqtt.discovery:
+            link.subscribe(self.topics.ha_status)
+            await self._publish_discovery()
+        for name, on in self.switches.items():
+            await link.publish_retained(self.topics.switch_state(name), "ON" if on else "OFF")
+        await self._publish_availability()
+        await link.publish_retained(self.topics.state, json.dumps(self._state_body()))
+
+    async def _publish_discovery(self) -> None:
+        assert self.link is not None
+        payload = json.dumps(discovery_payload(self.topics), separators=(",", ":"))
+        await self.link.publish_retained(self.topics.discovery, payload)
+
+    async def _publish_availability(self) -> None:
+        assert self.link is not None
+        for modality, available in self._modality_availability().items():
+            await self.link.publish_retained(
+                self.topics.modality_available(modality), "ON" if available else "OFF"
+            )
+
+    def _modality_availability(self) -> dict[str, bool]:
+        emg = self.emg_source is not None and self.emg_source.available and not self.switches["emg_paused"]
+        return {"emg": emg, "camera": False}
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        assert self.link is not None
+        if topic == self.topics.ha_status:
+            if payload.strip() == b"online" and self.config.mqtt.discovery:
+                log.info("Home Assistant came online: re-sending discovery")
+                self.background.spawn(self._republish_all())
+            return
+        self.link.stats.commands_received += 1
+        try:
+            cmd = parse_command(self.topics.base, topic, payload)
+        except CommandError as exc:
+            self.link.stats.commands_rejected += 1
+            log.warning("ignored command: %s", exc)
+            return
+        log.info("command: %s -> %s", cmd.switch, "ON" if cmd.on else "OFF")
+        self.switches[cmd.switch] = cmd.on
+        if cmd.switch == "emg_paused" and self.emg_stage is not None:
+            self.emg_stage.paused = cmd.on
+            if cmd.on:
+                self.decision.forget("emg")
+                self.watchdog.pause("emg_inference")
+            else:
+                self.watchdog.resume("emg_inference")
+        self.background.spawn(self._after_switch(cmd.switch))
+
+    async def _after_switch(self, switch: str) -> None:
+        assert self.link is not None and self.outbox is not None
+        await self.outbox.save_settings("switches", self.switches)
+        await self.link.publish_retained(
+            self.topics.switch_state(switch), "ON" if self.switches[switch] else "OFF"
+        )
+        await self._publish_availability()
+
+    async def _republish_all(self) -> None:
+        await self._publish_discovery()
+        await self._on_connected()
+
+    # --- periodic -------------------------------------------------------------------
+
+    async def _stats_loop(self) -> None:
+        last_avail: dict[str, bool] = {}
+        while True:
+            await asyncio.sleep(min(self.config.mqtt.stats_interval_s, 1.0))
+            avail = self._modality_availability()
+            if avail != last_avail and self.link is not None and self.link.connected:
+                last_avail = avail
+                await self._publish_availability()
+            now = time.monotonic()
+            if now - getattr(self, "_last_stats", 0.0) >= self.config.mqtt.stats_interval_s:
+                self._last_stats = now
+                stats = await self.stats()
+                if self.link is not None:
+                    self.link.publish_volatile(self.topics.stats, json.dumps(stats))
+                self.notifier.status(self._status_line())
+
+    async def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": __version__,
+            "device_id": self.config.device_id,
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
+            "switches": dict(self.switches),
+            "modalities": self._modality_availability(),
+        }
+        if self.link is not None:
+            out["mqtt"] = asdict(self.link.stats)
+        if self.outbox is not None:
+            out["outbox"] = await self.outbox.stats()
+        if self.emg_stage is not None:
+            st = self.emg_stage.stats
+            lat = st.inference_ms
+            out["emg"] = {
+                "samples": st.samples,
+                "windows": st.windows,
+                "paused_samples": st.paused_samples,
+                "discontinuities": st.discontinuities,
+                "inference_ms_p50": round(statistics.median(lat), 3) if lat else None,
+                "inference_ms_max": round(max(lat), 3) if lat else None,
+            }
+        if self.emg_queue is not None:
+            out.setdefault("emg", {})["queue"] = asdict(self.emg_queue.stats)
+        if isinstance(self.emg_source, SerialEmgSource):
+            out.setdefault("emg", {})["serial"] = {
+                **asdict(self.emg_source.stats),
+                **self.emg_source.parse_stats.as_dict(),
+            }
+        return out
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval_s()
+        if interval is None:
+            return
+        watched = True
+        while True:
+            await asyncio.sleep(interval)
+            source_up = self.emg_source is not None and self.emg_source.available
+            # A source that is down is handled by reconnecting, not by a restart; only a
+            # source that is up yet delivers nothing counts as stalled.
+            should_watch = source_up and not self.switches["emg_paused"]
+            if self.emg_source is not None and should_watch != watched:
+                (self.watchdog.resume if should_watch else self.watchdog.pause)("emg_source")
+                watched = should_watch
+            healthy, stalled = self.watchdog.healthy()
+            if healthy:
+                self.notifier.watchdog()
+            else:
+                log.error("stalled stage(s): %s; withholding the watchdog ping", ", ".join(stalled))
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            if self.outbox is not None:
+                await self.outbox.expire()
+
+    def _status_line(self) -> str:
+        mqtt_state = "connected" if self.link is not None and self.link.connected else "disconnected"
+        emg = self.config.emg.source
+        return f"MQTT {mqtt_state}; EMG {emg}; emotion {self.decision.state.emotion}"

@@ -1,0 +1,1 @@
+"""Sensor sources: EMG over serial or from a recording, and (later) camera frames."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine, then run it.
+#   bash scripts/test.sh [pytest args...]
+# As root it installs mosquitto (real broker for the MQTT tests), systemd (systemd-analyze)
+# and shellcheck from apt. It creates .venv with the runtime, train, test and demo extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
+  command -v shellcheck >/dev/null || need+=(shellcheck)
+  command -v openssl >/dev/null || need+=(openssl)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "== apt: installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PY" -m venv .venv
+fi
+echo "== pip install -e .[train,test,demo]"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[train,test,demo]"
+
+echo "== ruff + mypy"
+.venv/bin/ruff check edge training tests bench
+.venv/bin/ruff format --check edge training tests bench
+.venv/bin/mypy edge
+
+echo "== pytest"
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,1 @@
+"""Pipelines that produce the shipped models (needs the ``train`` extra)."""
