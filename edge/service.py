@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 # Retained state is refreshed at most this often unless the emotion changes: Home
 # Assistant records every state message, and 10 windows/s would flood its database.
 STATE_MIN_INTERVAL_S = 1.0
-# A stage that has not made progress for this long stops the systemd watchdog pings.
+# A stage that has not made progress for this long stops the systemd watchdog pings. With
+# systemd supervision it scales with WatchdogSec (4 ping periods = 2 x WatchdogSec).
 STAGE_MAX_SILENCE_S = 10.0
+MIN_STAGE_SILENCE_S = 2.0
 
 EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
 
@@ -153,8 +155,8 @@ class Service:
                 loop_forever=r.loop,
                 source_layout=r.source_layout,
             )
-        self.watchdog.register("emg_source", STAGE_MAX_SILENCE_S)
-        self.watchdog.register("emg_inference", STAGE_MAX_SILENCE_S)
+        self.watchdog.register("emg_source", self._max_silence_s())
+        self.watchdog.register("emg_inference", self._max_silence_s())
         self.emg_stage = EmgStage(
             classifier,
             hop,
@@ -167,6 +169,10 @@ class Service:
             asyncio.create_task(self._run_emg_source(), name="emg-source"),
             asyncio.create_task(self.emg_stage.run(self.emg_queue), name="emg-stage"),
         ]
+
+    def _max_silence_s(self) -> float:
+        interval = self.notifier.watchdog_interval_s()
+        return STAGE_MAX_SILENCE_S if interval is None else max(MIN_STAGE_SILENCE_S, 4 * interval)
 
     async def _run_emg_source(self) -> None:
         assert self.emg_source is not None and self.emg_queue is not None

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from edge.config.decision import DecisionConfig
+from edge.decision import UNCERTAIN, DecisionEngine, EpisodeEvent, ModalityReading
+
+EMG = ["happy", "angry", "sad"]
+FACE = ["happy", "angry", "sad", "neutral"]
+
+
+def engine(**overrides: float) -> DecisionEngine:
+    counter = itertools.count()
+    cfg = DecisionConfig(**{"ema_alpha": 1.0, "min_consecutive": 3, **overrides})
+    return DecisionEngine(cfg, new_id=lambda: f"ep{next(counter)}")
+
+
+def feed(eng: DecisionEngine, probs: list[float], t: float, modality: str = "emg") -> list[EpisodeEvent]:
+    labels = EMG if modality == "emg" else FACE
+    return eng.observe(ModalityReading(modality, labels, np.array(probs), t))
+
+
+def test_episode_needs_consecutive_confident_windows() -> None:
+    eng = engine()
+    assert feed(eng, [0.9, 0.05, 0.05], 0.0) == []
+    assert feed(eng, [0.9, 0.05, 0.05], 0.1) == []
+    assert eng.state.emotion == UNCERTAIN
+    (ev,) = feed(eng, [0.9, 0.05, 0.05], 0.2)
+    assert (ev.type, ev.emotion, ev.episode_id) == ("new", "happy", "ep0")
+    assert eng.state.emotion == "happy"
+
+
+def test_uncertain_below_threshold_resets_the_run() -> None:
+    eng = engine()
+    for t, p in enumerate([[0.9, 0.1, 0], [0.9, 0.1, 0], [0.4, 0.35, 0.25], [0.9, 0.1, 0], [0.9, 0.1, 0]]):
+        assert feed(eng, p, t * 0.1) == []
+    assert eng.state.emotion == UNCERTAIN
+
+
+def test_hysteresis_keeps_episode_between_thresholds() -> None:
+    eng = engine(enter_threshold=0.6, exit_threshold=0.4, end_after_s=1.0)
+    for i in range(3):
+        feed(eng, [0.9, 0.1, 0.0], i * 0.1)
+    # 0.5 is below enter but above exit: no flicker, the episode stays.
+    for i in range(3, 30):
+        assert [e.type for e in feed(eng, [0.5, 0.3, 0.2], i * 0.1)] in ([], ["update"])
+    assert eng.state.emotion == "happy"
+    # Below exit for end_after_s: the episode ends once.
+    ends = [e for i in range(30, 50) for e in feed(eng, [0.3, 0.35, 0.35], i * 0.1)]
+    assert [e.type for e in ends] == ["end"]
+
+
+def test_takeover_ends_then_starts_with_stable_ids() -> None:
+    eng = engine()
+    events = []
+    for i in range(3):
+        events += feed(eng, [0.9, 0.1, 0.0], i * 0.1)
+    for i in range(3, 6):
+        events += feed(eng, [0.1, 0.9, 0.0], i * 0.1)
+    assert [(e.type, e.emotion, e.episode_id) for e in events] == [
+        ("new", "happy", "ep0"),
+        ("end", "happy", "ep0"),
+        ("new", "angry", "ep1"),
+    ]
+
+
+def test_updates_are_rate_limited() -> None:
+    eng = engine(update_min_interval_s=1.0)
+    events = []
+    for i in range(40):
+        p = 0.7 + 0.25 * (i % 2)
+        events += feed(eng, [p, 1 - p, 0.0], i * 0.1)
+    updates = [e for e in events if e.type == "update"]
+    assert 1 <= len(updates) <= 4
+    gaps = np.diff([e.t for e in updates])
+    assert (gaps >= 1.0 - 1e-9).all()
+
+
+def test_fusion_union_labels_and_staleness() -> None:
+    eng = engine(staleness_s=1.0)
+    feed(eng, [0.2, 0.7, 0.1], 0.0, "emg")
+    feed(eng, [0.1, 0.1, 0.1, 0.7], 0.1, "face")
+    fused, used = eng.fuse(0.1)
+    assert used == ["emg", "face"]
+    assert set(fused) == set(FACE)
+    assert abs(sum(fused.values()) - 1.0) < 1e-9
+    # EMG has no neutral: all neutral mass comes from the face, weighted by its confidence.
+    assert 0.3 < fused["neutral"] < 0.4
+    fused, used = eng.fuse(1.05)
+    assert used == ["face"]
+
+
+def test_close_ends_open_episode() -> None:
+    eng = engine()
+    for i in range(3):
+        feed(eng, [0.9, 0.1, 0.0], i * 0.1)
+    (ev,) = eng.close(1.0)
+    assert ev.type == "end" and ev.episode_id == "ep0"
+    assert eng.close(2.0) == []
