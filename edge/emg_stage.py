@@ -74,6 +74,8 @@ class EmgStage:
                 self.stats.discontinuities += 1
                 self._window_start = chunk.first_sample
             self._next_sample = chunk.first_sample + n
+            # Within a gap-free run the source index moves in step with the stream position.
+            index_offset = None if chunk.source_index is None else chunk.source_index - chunk.first_sample
             self.stats.last_label = chunk.label
             for window in self.windower.push(chunk.samples):
                 end_sample = self._window_start + self.classifier.window
@@ -87,7 +89,7 @@ class EmgStage:
                     labels=self.classifier.labels,
                     probs=probs,
                     t=end_sample / self.sample_rate_hz,
-                    sample=end_sample,
+                    sample=end_sample - 1 + (index_offset or 0),
                 )
                 await self.on_reading(reading, chunk)
 

@@ -78,6 +78,7 @@ class ReplayEmgSource:
                             # A gap in the file's sample column, or a new segment, is a break.
                             discontinuity=first,
                             label=seg.label,
+                            source_index=int(rec.sample_index[a]),
                         )
                     )
                     first = False
