@@ -2,6 +2,7 @@
 
 A local ``mosquitto`` binary is preferred (started on a free loopback port); without one,
 amqtt (``pip install emotion-edge[demo]``) runs in a thread of this process.
+``EMOTION_EDGE_EMBEDDED_BROKER=amqtt`` (or ``mosquitto``) forces the choice.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -50,7 +52,10 @@ class EmbeddedBroker:
 
     async def start(self) -> tuple[str, int]:
         self.port = free_port()
-        exe = find_mosquitto()
+        choice = os.environ.get("EMOTION_EDGE_EMBEDDED_BROKER", "auto")
+        exe = find_mosquitto() if choice in ("auto", "mosquitto") else None
+        if choice == "mosquitto" and exe is None:
+            raise BrokerUnavailable("EMOTION_EDGE_EMBEDDED_BROKER=mosquitto but no mosquitto binary found")
         if exe:
             await self._start_mosquitto(exe)
         else:
@@ -82,12 +87,17 @@ class EmbeddedBroker:
         ready = threading.Event()
         errors: list[BaseException] = []
 
+        async def create_and_start() -> None:
+            # amqtt looks up the running loop while constructing, so build it inside the loop.
+            self._amqtt = Broker(config)
+            await self._amqtt.start()
+
         def serve() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._amqtt_loop = loop
             try:
-                self._amqtt = Broker(config, loop=loop)
-                loop.run_until_complete(self._amqtt.start())
+                loop.run_until_complete(create_and_start())
             except BaseException as exc:  # reported to the starting thread
                 errors.append(exc)
                 ready.set()
@@ -102,7 +112,8 @@ class EmbeddedBroker:
         await asyncio.to_thread(ready.wait, 10)
         if errors:
             raise BrokerUnavailable(f"embedded amqtt broker failed to start: {errors[0]}")
-        await self._wait_listening()
+        # No probe connection here: start() returned, so the listener is up, and amqtt logs
+        # an error for a client that connects without speaking MQTT.
 
     async def _wait_listening(self, timeout_s: float = 5.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s

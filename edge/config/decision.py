@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+
+from edge.config.checks import require_not_above
 
 
 class DecisionConfig(BaseModel):
@@ -43,10 +44,5 @@ class DecisionConfig(BaseModel):
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:
         # With exit above enter, a probability between the two would start and end an episode on every window.
-        if self.exit_threshold > self.enter_threshold:
-            raise PydanticCustomError(
-                "cross_field",
-                "must not exceed enter_threshold ({enter})",
-                {"field": "exit_threshold", "enter": self.enter_threshold},
-            )
+        require_not_above("exit_threshold", self.exit_threshold, "enter_threshold", self.enter_threshold)
         return self

@@ -16,6 +16,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from edge.config.checks import require_not_above
+
 
 class EmgSerialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
@@ -49,12 +51,7 @@ class EmgSerialConfig(BaseModel):
                 "must be less than value_max ({max})",
                 {"field": "value_min", "max": self.value_max},
             )
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise PydanticCustomError(
-                "cross_field",
-                "must not exceed reconnect_max_s ({max})",
-                {"field": "reconnect_min_s", "max": self.reconnect_max_s},
-            )
+        require_not_above("reconnect_min_s", self.reconnect_min_s, "reconnect_max_s", self.reconnect_max_s)
         return self
 
 

@@ -8,6 +8,8 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from edge.config.checks import require_not_above
+
 
 class MqttTlsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
@@ -113,10 +115,5 @@ class MqttConfig(BaseModel):
 
     @model_validator(mode="after")
     def _reconnect_bounds(self) -> Self:
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise PydanticCustomError(
-                "cross_field",
-                "must not exceed reconnect_max_s ({max})",
-                {"field": "reconnect_min_s", "max": self.reconnect_max_s},
-            )
+        require_not_above("reconnect_min_s", self.reconnect_min_s, "reconnect_max_s", self.reconnect_max_s)
         return self
