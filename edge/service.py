@@ -24,6 +24,7 @@ from edge.classifier import EmgClassifier
 from edge.config import Config, ConfigError, load_config
 from edge.decision import DecisionEngine, EpisodeEvent, ModalityReading
 from edge.emg_stage import EmgStage
+from edge.model_card import CardError
 from edge.outbox import AsyncOutbox
 from edge.paths import SHIPPED_EMG_MODEL, shipped_model
 from edge.publish.commands import CommandError, parse_command
@@ -83,6 +84,9 @@ class Service:
         self.emg_stage: EmgStage | None = None
         self.emg_queue: CountingQueue[SampleChunk] | None = None
         self.exit_code = 0
+        self._emg_tasks: list[asyncio.Task[Any]] = []
+        self._last_reading_t = 0.0
+        self._last_stats = 0.0
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -210,6 +214,14 @@ class Service:
             self.notifier.ready()
             return
         old = self.config
+        if (new.emg != old.emg or new.models != old.models) and new.emg.source != "off":
+            try:
+                # Load the new model before touching the running pipeline.
+                EmgClassifier(new.models.emg or shipped_model(SHIPPED_EMG_MODEL), new.models.num_threads)
+            except (CardError, OSError, ValueError) as exc:
+                log.error("reload rejected, keeping the running config: %s", exc)
+                self.notifier.ready()
+                return
         self.config = new
         self.decision.config = new.decision
         logging.getLogger().setLevel(new.logging.level)
@@ -234,9 +246,9 @@ class Service:
     async def _stop_emg(self) -> None:
         if self.emg_source is not None:
             self.emg_source.stop()
-        for task in getattr(self, "_emg_tasks", []):
+        for task in self._emg_tasks:
             task.cancel()
-        await asyncio.gather(*getattr(self, "_emg_tasks", []), return_exceptions=True)
+        await asyncio.gather(*self._emg_tasks, return_exceptions=True)
         if self.emg_stage is not None:
             self.emg_stage.close()
         self.emg_source = self.emg_stage = self.emg_queue = None
@@ -280,7 +292,7 @@ class Service:
         self._maybe_publish_state(force=bool(events))
 
     def _decision_time(self) -> float:
-        return getattr(self, "_last_reading_t", 0.0)
+        return self._last_reading_t
 
     async def _emit(self, events: list[EpisodeEvent]) -> None:
         if not events or self.outbox is None:
@@ -405,7 +417,7 @@ class Service:
                 last_avail = avail
                 await self._publish_availability()
             now = time.monotonic()
-            if now - getattr(self, "_last_stats", 0.0) >= self.config.mqtt.stats_interval_s:
+            if now - self._last_stats >= self.config.mqtt.stats_interval_s:
                 self._last_stats = now
                 stats = await self.stats()
                 if self.link is not None:
