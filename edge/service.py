@@ -341,12 +341,18 @@ class Service:
     # --- MQTT -----------------------------------------------------------------------
 
     async def _on_connected(self) -> None:
+        assert self.link is not None
+        self.link.subscribe(self.topics.command_filter)
+        if self.config.mqtt.discovery:
+            self.link.subscribe(self.topics.ha_status)
+        await self._publish_all()
+
+    async def _publish_all(self) -> None:
+        """Everything retained that describes the device: sent on connect and when HA restarts."""
         link = self.link
         assert link is not None
         await link.publish_retained(self.topics.availability, "online")
-        link.subscribe(self.topics.command_filter)
         if self.config.mqtt.discovery:
-            link.subscribe(self.topics.ha_status)
             await self._publish_discovery()
         for name, on in self.switches.items():
             await link.publish_retained(self.topics.switch_state(name), "ON" if on else "OFF")
@@ -374,7 +380,7 @@ class Service:
         if topic == self.topics.ha_status:
             if payload.strip() == b"online" and self.config.mqtt.discovery:
                 log.info("Home Assistant came online: re-sending discovery")
-                self.background.spawn(self._republish_all())
+                self.background.spawn(self._publish_all())
             return
         self.link.stats.commands_received += 1
         try:
@@ -401,10 +407,6 @@ class Service:
             self.topics.switch_state(switch), "ON" if self.switches[switch] else "OFF"
         )
         await self._publish_availability()
-
-    async def _republish_all(self) -> None:
-        await self._publish_discovery()
-        await self._on_connected()
 
     # --- periodic -------------------------------------------------------------------
 

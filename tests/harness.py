@@ -31,7 +31,9 @@ def free_port() -> int:
 
 
 def mosquitto_binary() -> str:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if exe is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("mosquitto is not installed (scripts/test.sh installs it as root)")
@@ -98,6 +100,10 @@ class Subscriber:
         topics: list[str],
         client_id: str | None = None,
         clean_session: bool = True,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca: Path | None = None,
         **connect_kwargs: Any,
     ) -> None:
         self.messages: list[tuple[float, str, bytes, bool]] = []
@@ -114,6 +120,10 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.reconnect_delay_set(0.1, 0.5)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca))
         self.client.connect("127.0.0.1", port, **connect_kwargs)
         self.client.loop_start()
         assert self.connected.wait(10), "subscriber could not connect"

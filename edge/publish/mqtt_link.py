@@ -4,7 +4,12 @@
   at QoS 1; the outbox row is deleted only when its PUBACK arrives. paho keeps unacked
   messages and resends them in order after a reconnect, so a broker outage loses nothing.
 * A refused CONNACK (bad credentials, not authorised) is logged as an error and retried; it
-  never counts as connected.
+  never counts as connected. So is an attempt that fails before any CONNACK (TLS certificate
+  rejected, broker unreachable): paho only says *that* it failed, so the client subclass below
+  reports *why*.
+* Subscriptions are made once per connection: re-subscribing makes the broker replay the
+  retained messages on that filter, and a handler that subscribes again (as the reaction to a
+  retained ``homeassistant/status`` does) would loop forever.
 * The password goes to paho and nowhere else: not to logs, not to stats.
 """
 
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config.mqtt import MqttConfig
@@ -35,12 +40,28 @@ log = logging.getLogger(__name__)
 MAX_UNACKED = 500
 
 
+class _Client(mqtt.Client):
+    """paho's client, telling ``on_connect_error`` why an attempt failed before any CONNACK."""
+
+    on_connect_error: Callable[[OSError], None] | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        # loop_forever (the loop_start thread) connects through here, first time and every retry.
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            if self.on_connect_error is not None:
+                self.on_connect_error(exc)
+            raise
+
+
 @dataclass
 class LinkStats:
     connected: bool = False
     connects: int = 0
     disconnects: int = 0
     refused: int = 0
+    connect_errors: int = 0
     last_error: str | None = None
     events_sent: int = 0
     events_acked: int = 0
@@ -74,13 +95,14 @@ class MqttLink:
         self._handed_seq = 0
         self._drain_task: asyncio.Task[None] | None = None
         self._retained_acks: dict[int, asyncio.Future[None]] = {}
+        self._subscribed: set[str] = set()  # filters subscribed on the current connection
         self.background = TaskSet()
         self._stopping = False
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"emotion-edge-{self.topics.device_id}",
             protocol=mqtt.MQTTv311,
@@ -103,6 +125,7 @@ class MqttLink:
         # paho's own queue is unbounded; MAX_UNACKED bounds what we give it.
         client.max_inflight_messages_set(100)
         client.on_connect = self._paho_connect
+        client.on_connect_error = self._paho_connect_error
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
@@ -158,7 +181,12 @@ class MqttLink:
             self.client.publish(topic, payload, qos=0, retain=False)
 
     def subscribe(self, topic: str) -> None:
-        self.client.subscribe(topic, qos=1)
+        """Subscribe once per connection; a repeat is a no-op (it would replay retained messages)."""
+        if topic in self._subscribed:
+            return
+        result, _mid = self.client.subscribe(topic, qos=1)
+        if result == mqtt.MQTT_ERR_SUCCESS:
+            self._subscribed.add(topic)
 
     # --- the outbox drain -------------------------------------------------------------
 
@@ -199,6 +227,9 @@ class MqttLink:
     ) -> None:
         self._call(self._handle_connect, reason.is_failure, str(reason))
 
+    def _paho_connect_error(self, exc: OSError) -> None:
+        self._call(self._handle_connect_error, isinstance(exc, ssl.SSLError), str(exc) or type(exc).__name__)
+
     def _paho_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
@@ -221,14 +252,29 @@ class MqttLink:
             return
         self.stats.connected = True
         self.stats.connects += 1
+        self._subscribed.clear()  # a clean session: the broker forgot them
         self.stats.last_error = None
         log.info("MQTT: connected to %s:%d", self.host, self.port)
         self._wake.set()
         self.background.spawn(self._on_connected(), name="mqtt-on-connected")
 
+    def _handle_connect_error(self, tls: bool, error: str) -> None:
+        if self._stopping:
+            return
+        self.stats.connect_errors += 1
+        self.stats.connected = False
+        if tls:
+            # A rejected certificate is a configuration error, not a passing network problem.
+            self.stats.last_error = f"TLS handshake failed: {error}"
+            log.error("MQTT: TLS handshake with %s:%d failed: %s (will retry)", self.host, self.port, error)
+        else:
+            self.stats.last_error = f"cannot connect: {error}"
+            log.warning("MQTT: cannot connect to %s:%d: %s (will retry)", self.host, self.port, error)
+
     def _handle_disconnect(self, reason: str) -> None:
         was = self.stats.connected
         self.stats.connected = False
+        self._subscribed.clear()
         if was and not self._stopping:
             self.stats.disconnects += 1
             self.stats.last_error = f"disconnected: {reason}"
