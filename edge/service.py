@@ -46,6 +46,8 @@ STATE_MIN_INTERVAL_S = 1.0
 # A stage that has not made progress for this long stops the systemd watchdog pings. With
 # systemd supervision it scales with WatchdogSec (4 ping periods = 2 x WatchdogSec).
 STAGE_MAX_SILENCE_S = 10.0
+# How quickly a lost or paused modality shows as unavailable (and ends its episode).
+AVAILABILITY_POLL_S = 0.1
 MIN_STAGE_SILENCE_S = 2.0
 
 EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
@@ -128,6 +130,7 @@ class Service:
         await self.link.start()
         self._start_emg()
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+        self._tasks.append(asyncio.create_task(self._availability_loop(), name="availability"))
         self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._housekeeping_loop(), name="housekeeping"))
 
@@ -392,9 +395,9 @@ class Service:
         log.info("command: %s -> %s", cmd.switch, "ON" if cmd.on else "OFF")
         self.switches[cmd.switch] = cmd.on
         if cmd.switch == "emg_paused" and self.emg_stage is not None:
+            # The availability loop sees EMG go unavailable and ends its episode.
             self.emg_stage.paused = cmd.on
             if cmd.on:
-                self.decision.forget("emg")
                 self.watchdog.pause("emg_inference")
             else:
                 self.watchdog.resume("emg_inference")
@@ -411,13 +414,8 @@ class Service:
     # --- periodic -------------------------------------------------------------------
 
     async def _stats_loop(self) -> None:
-        last_avail: dict[str, bool] = {}
         while True:
             await asyncio.sleep(min(self.config.mqtt.stats_interval_s, 1.0))
-            avail = self._modality_availability()
-            if avail != last_avail and self.link is not None and self.link.connected:
-                last_avail = avail
-                await self._publish_availability()
             now = time.monotonic()
             if now - self._last_stats >= self.config.mqtt.stats_interval_s:
                 self._last_stats = now
@@ -425,6 +423,25 @@ class Service:
                 if self.link is not None:
                     self.link.publish_volatile(self.topics.stats, json.dumps(stats))
                 self.notifier.status(self._status_line())
+
+    async def _availability_loop(self) -> None:
+        """Follow each modality's availability; a source that goes away ends its episode."""
+        published: dict[str, bool] = {}
+        previous = self._modality_availability()
+        while True:
+            await asyncio.sleep(AVAILABILITY_POLL_S)
+            current = self._modality_availability()
+            for modality, up in current.items():
+                if previous.get(modality) and not up:
+                    # A pulled cable must not leave a stale emotion on display: the
+                    # modality's estimate is dropped and the open episode ends now.
+                    self.decision.forget(modality)
+                    await self._emit(self.decision.close(self._decision_time()))
+                    self._maybe_publish_state(force=True)
+            previous = current
+            if current != published and self.link is not None and self.link.connected:
+                published = current
+                await self._publish_availability()
 
     async def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -28,8 +28,11 @@ def test_replay_events_follow_segments_and_lifecycle_topics(tmp_path: Path, emg_
     try:
         sub.wait_for(f"{BASE}/availability", lambda m: b"online" in m)
         # The replay ends after the disgust segment, which closes the last episode.
-        sub.wait_for(f"{BASE}/event", lambda m: b'"type":"end","id"' in (m[-1] if m else b"") and
-                     b'"disgust"' in m[-1], timeout=60)
+        sub.wait_for(
+            f"{BASE}/event",
+            lambda m: b'"type":"end","id"' in (m[-1] if m else b"") and b'"disgust"' in m[-1],
+            timeout=60,
+        )
         assert daemon.stop() == 0
         sub.wait_for(f"{BASE}/availability", lambda m: m[-1] == b"stopped")
     finally:
@@ -57,7 +60,9 @@ def test_replay_events_follow_segments_and_lifecycle_topics(tmp_path: Path, emg_
 def test_sigkill_leaves_offline_last_will(tmp_path: Path, emg_csv: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     sub = Subscriber(broker.port, [f"{BASE}/availability"])
-    daemon = Daemon(daemon_config(tmp_path, broker.port, emg=replay_emg(emg_csv, speed=1, loop=True)), tmp_path)
+    daemon = Daemon(
+        daemon_config(tmp_path, broker.port, emg=replay_emg(emg_csv, speed=1, loop=True)), tmp_path
+    )
     try:
         sub.wait_for(f"{BASE}/availability", lambda m: m[-1:] == [b"online"])
         daemon.signal(signal.SIGKILL)

@@ -18,10 +18,19 @@ def test_demo_replays_to_embedded_broker_and_shows_events(emg_csv: Path, broker:
         from tests.harness import mosquitto_binary
 
         mosquitto_binary()
-    env = {**os.environ, "EMOTION_EDGE_EMBEDDED_BROKER": broker, "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "EMOTION_EDGE_EMBEDDED_BROKER": broker,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "HOME": str(tmp_path),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "edge.cli", "demo", "--emg-file", str(emg_csv), "--speed", "max"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -33,10 +42,19 @@ def test_demo_replays_to_embedded_broker_and_shows_events(emg_csv: Path, broker:
 
 def test_demo_offline_says_what_to_pass(tmp_path: Path) -> None:
     # A cache dir with no copy and a URL that cannot be reached from here: the exact hint.
-    env = {**os.environ, "HOME": str(tmp_path), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "edge.cli", "demo", "--cache-dir", str(tmp_path / "cache")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 69
     assert "--emg-file ../shared/data/emg/emg_train.csv" in proc.stderr

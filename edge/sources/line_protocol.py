@@ -39,6 +39,7 @@ class ParseStats:
 class ParsedLine:
     values: tuple[float, ...]
     gap_before: int  # samples missing before this one, from the counter (0 if none or no counter)
+    counter: int | None = None  # the board's sample counter, when the line carries one
 
 
 class LineParser:
@@ -53,22 +54,33 @@ class LineParser:
         self._last_counter: int | None = None
         # The first line after (re)connecting is usually cut in half: drop it quietly-but-counted.
         self._synced = False
+        # Dropping the rest of an over-long line (already counted) up to its newline.
+        self._discarding = False
 
     def resync(self) -> None:
         """Forget partial input and counter history, e.g. after the port was reopened."""
         self._pending = b""
         self._last_counter = None
         self._synced = False
+        self._discarding = False
 
     def feed(self, data: bytes) -> list[ParsedLine]:
-        self._pending += data
-        *lines, self._pending = self._pending.split(b"\n")
-        if len(self._pending) > MAX_LINE_BYTES:
-            self._reject("too_long")
-            self._pending = b""
-            self._synced = True
+        """Parse the complete lines in the buffered input plus ``data``.
+
+        The outcome (samples and counters) does not depend on how the byte stream is cut into
+        chunks: an over-long line is counted once, whether it overflows the buffer or arrives
+        whole, and the rest of it up to its newline is dropped rather than parsed as a line.
+        """
+        *lines, tail = (self._pending + data).split(b"\n")
         out = []
         for raw in lines:
+            if self._discarding:
+                self._discarding = False
+                continue
+            if len(raw) > MAX_LINE_BYTES:
+                self._reject("too_long")
+                self._synced = True
+                continue
             if not self._synced:
                 self._synced = True
                 if raw.strip():
@@ -77,15 +89,20 @@ class LineParser:
             parsed = self._parse(raw)
             if parsed is not None:
                 out.append(parsed)
+        if self._discarding:
+            tail = b""
+        elif len(tail) > MAX_LINE_BYTES:
+            self._reject("too_long")
+            self._synced = True
+            self._discarding = True
+            tail = b""
+        self._pending = tail
         return out
 
     def _reject(self, reason: str) -> None:
         self.stats.rejected[reason] += 1
 
     def _parse(self, raw: bytes) -> ParsedLine | None:
-        if len(raw) > MAX_LINE_BYTES:
-            self._reject("too_long")
-            return None
         try:
             text = raw.decode("ascii").strip()
         except UnicodeDecodeError:
@@ -100,11 +117,12 @@ class LineParser:
             return None
         counter: int | None = None
         if len(fields) == self.n_channels + 1:
-            try:
-                counter = int(fields[0])
-            except ValueError:
+            # Plain decimal digits within uint32: int() alone would also take "-1", "+1" and "1_0".
+            head = fields[0].strip()
+            if not head.isdigit() or int(head) >= COUNTER_MODULUS:
                 self._reject("bad_counter")
                 return None
+            counter = int(head)
             fields = fields[1:]
         try:
             values = tuple(float(f) for f in fields)
@@ -129,4 +147,4 @@ class LineParser:
                     self.stats.counter_jumps += 1
             self._last_counter = counter
         self.stats.lines_ok += 1
-        return ParsedLine(values, gap)
+        return ParsedLine(values, gap, counter)

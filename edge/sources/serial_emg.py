@@ -55,7 +55,6 @@ class SerialEmgSource:
         self.stats = SerialStats()
         self._stop = threading.Event()
         self._next_sample = 0
-        self._counter_base: int | None = None
 
     @property
     def parse_stats(self) -> ParseStats:
@@ -92,7 +91,7 @@ class SerialEmgSource:
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.reconnect_max_s)
                 continue
-            delay = self.reconnect_min_s
+            opened_at = time.monotonic()
             self.stats.connected = True
             self.stats.connects += 1
             self.stats.last_error = None
@@ -106,6 +105,14 @@ class SerialEmgSource:
                 self.stats.connected = False
                 self.stats.disconnects += 1
                 port.close()
+            if time.monotonic() - opened_at >= self.reconnect_max_s:
+                # It was up for a while (a cable pulled): reopen at once, then back off from the start.
+                delay = self.reconnect_min_s
+            else:
+                # It dropped right after opening (a flaky board, or another program such as
+                # ModemManager holding the port): back off rather than reopen in a busy loop.
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.reconnect_max_s)
 
     def _pump(
         self, port: serial.Serial, loop: asyncio.AbstractEventLoop, out: CountingQueue[SampleChunk]
@@ -144,6 +151,7 @@ class SerialEmgSource:
             first_sample=self._next_sample,
             received_at=time.monotonic(),
             discontinuity=discontinuity,
+            source_index=rows[0].counter,
         )
         self._next_sample += len(rows)
         # Blocks this thread (never the loop) while the pipeline is full: backpressure, not loss.
