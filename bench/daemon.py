@@ -94,7 +94,10 @@ def bench_latency_cpu_memory(tmp: Path, csv: Path, seconds: float) -> tuple[list
     tty.setraw(slave)
     link = tmp / "ttyEMG"
     link.symlink_to(os.ttyname(slave))
-    emg = f'[emg]\nsource = "serial"\nsample_rate_hz = 1000\n\n[emg.serial]\nport = "{link}"\nvalue_max = 1023\n'
+    emg = (
+        f'[emg]\nsource = "serial"\nsample_rate_hz = 1000\n\n'
+        f'[emg.serial]\nport = "{link}"\nvalue_max = 1023\n'
+    )
     config = daemon_config(tmp, broker.port, emg=emg, stats_interval_s=5)
     daemon = Daemon(config, tmp)
     rows = []
@@ -130,8 +133,12 @@ def bench_latency_cpu_memory(tmp: Path, csv: Path, seconds: float) -> tuple[list
             if idx is None or idx >= len(writer.write_times) or writer.write_times[idx] == 0:
                 continue
             lat.append((recv_t - writer.write_times[idx]) * 1e9)
-        rows.append(summarize("emotion-edge: last sample on pty -> event at subscriber", [int(v) for v in lat]))
-        rows.append(summarize("peer: bare mosquitto publish -> subscriber (QoS 1)", [int(v) for v in ping_lat]))
+        rows.append(
+            summarize("emotion-edge: last sample on pty -> event at subscriber", [int(v) for v in lat])
+        )
+        rows.append(
+            summarize("peer: bare mosquitto publish -> subscriber (QoS 1)", [int(v) for v in ping_lat])
+        )
         resources = {
             "cpu_percent_of_one_core": 100 * (cpu1 - cpu0) / (t1 - t0),
             "peak_rss_mb": rss,
@@ -159,7 +166,9 @@ def bench_startup(tmp: Path, csv: Path, runs: int) -> dict:
             sock.settimeout(30)
             run_dir = tmp / f"startup-{i}"
             run_dir.mkdir()
-            config = daemon_config(run_dir, broker.port, emg=f'[emg]\nsource = "replay"\n\n[emg.replay]\npath = "{csv}"\n')
+            config = daemon_config(
+                run_dir, broker.port, emg=f'[emg]\nsource = "replay"\n\n[emg.replay]\npath = "{csv}"\n'
+            )
             t0 = time.monotonic()
             daemon = Daemon(config, run_dir, env={"NOTIFY_SOCKET": str(sock_path)})
             while True:
@@ -179,18 +188,34 @@ def bench_replay(tmp: Path, csv: Path) -> dict:
     t0 = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "edge.cli", "replay", str(csv), "--speed", "max", "--print-events"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "EMOTION_EDGE__OUTBOX__PATH": str(tmp / "replay.sqlite3")},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "EMOTION_EDGE__OUTBOX__PATH": str(tmp / "replay.sqlite3"),
+        },
     )
     wall = time.monotonic() - t0
     assert out.returncode == 0, out.stderr[-2000:]
     events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    return {"samples": n_samples, "wall_s": wall, "x_real_time_at_1kHz": n_samples / 1000 / wall, "events": len(events)}
+    return {
+        "samples": n_samples,
+        "wall_s": wall,
+        "x_real_time_at_1kHz": n_samples / 1000 / wall,
+        "events": len(events),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "emg" / "emg_train.csv")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=REPO.parent / "shared" / "data" / "emg" / "emg_train.csv"
+    )
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--startup-runs", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write results here")
@@ -209,11 +234,15 @@ def main() -> None:
     print(f"peak RSS (VmHWM): {resources['peak_rss_mb']:.1f} MB")
     print(
         f"replay --speed max: {replay['samples']} samples in {replay['wall_s']:.2f} s wall "
-        f"(process start included) = {replay['x_real_time_at_1kHz']:.0f}x real time, {replay['events']} events"
+        f"(process start included) = {replay['x_real_time_at_1kHz']:.0f}x real time, "
+        f"{replay['events']} events"
     )
     if args.json:
-        args.json.write_text(json.dumps({"latency": rows, "resources": resources, "startup": startup,
-                                         "replay": replay}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"latency": rows, "resources": resources, "startup": startup, "replay": replay}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

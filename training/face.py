@@ -1,7 +1,8 @@
 """Train and export the face-emotion CNN on FER2013 (Training to fit, PublicTest to select).
 
     python -m training.face train --data ../shared/data/fer2013/fer2013.npz --work runs/face --epochs 60
-    python -m training.face export --work runs/face --data ../shared/data/fer2013/fer2013.npz --out models/face
+    python -m training.face export --work runs/face --data ../shared/data/fer2013/fer2013.npz \
+        --out models/face
 
 Training is resumable: stop it at any time (Ctrl-C, SIGTERM, a reboot) and run the same command
 again; Keras' BackupAndRestore picks up at the last finished epoch. It uses a GPU when
@@ -78,8 +79,9 @@ def build_model(width: int = 32, dropout: float = 0.4, weight_decay: float = 1e-
     x = inputs
     for i, filters in enumerate([width, width * 2, width * 4, width * 8]):
         for j in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
-                              name=f"b{i}c{j}")(x)
+            x = layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"b{i}c{j}"
+            )(x)
             x = layers.BatchNormalization(name=f"b{i}bn{j}")(x)
             x = layers.ReLU(name=f"b{i}relu{j}")(x)
         x = layers.MaxPooling2D(name=f"b{i}pool")(x)
@@ -119,8 +121,10 @@ def _datasets(d: dict[str, NDArray[Any]], batch: int, seed: int) -> tuple[Any, A
         .shuffle(len(d["y_train"]), seed=seed, reshuffle_each_iteration=True)
         .map(prep, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch)
-        .map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y),
-             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(
+            lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )
     val = (
@@ -142,8 +146,10 @@ def train(args: argparse.Namespace) -> int:
     d = load_fer(Path(args.data))
     if args.limit:
         d = {k: v[: args.limit] for k, v in d.items()}
-    print(f"train {len(d['y_train'])} val {len(d['y_val'])}; GPUs: {tf.config.list_physical_devices('GPU')}",
-          flush=True)
+    print(
+        f"train {len(d['y_train'])} val {len(d['y_val'])}; GPUs: {tf.config.list_physical_devices('GPU')}",
+        flush=True,
+    )
     train_ds, val_ds = _datasets(d, args.batch, args.seed)
     steps = int(np.ceil(len(d["y_train"]) / args.batch))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -164,18 +170,13 @@ def train(args: argparse.Namespace) -> int:
         verbose=2,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(work / "backup")),
-            keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
+            keras.callbacks.ModelCheckpoint(
+                str(work / "best.keras"), monitor="val_accuracy", save_best_only=True
+            ),
             keras.callbacks.CSVLogger(str(work / "log.csv"), append=True),
         ],
     )
     return 0
-
-
-def predict_tta(model: Any, x: NDArray[np.uint8]) -> NDArray[np.float64]:
-    """Float probabilities, averaged over the image and its mirror image."""
-    xf = x.astype(np.float32)[..., None] / 255.0
-    p = model.predict(xf, batch_size=256, verbose=0) + model.predict(xf[:, :, ::-1], batch_size=256, verbose=0)
-    return np.asarray(p / 2, dtype=np.float64)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -236,8 +237,8 @@ def export(args: argparse.Namespace) -> int:
                 "",
                 "| model | accuracy | macro-F1 | size |",
                 "|---|---|---|---|",
-                f"| float (Keras) | {100 * float_rep['accuracy']:.2f} | {100 * float_rep['macro_f1']:.2f} | |",
-                f"| int8 (`face.tflite`) | {100 * int8_rep['accuracy']:.2f} | {100 * int8_rep['macro_f1']:.2f} "
+                f"| float (Keras) | {_pct(float_rep['accuracy'])} | {_pct(float_rep['macro_f1'])} | |",
+                f"| int8 (`face.tflite`) | {_pct(int8_rep['accuracy'])} | {_pct(int8_rep['macro_f1'])} "
                 f"| {size_kb:.0f} KiB |",
                 "",
                 f"Epochs trained: {epochs}. Labels: {', '.join(FER_LABELS)}.",
@@ -246,21 +247,38 @@ def export(args: argparse.Namespace) -> int:
                 "",
                 "| | " + " | ".join(FER_LABELS) + " |",
                 "|---" * (len(FER_LABELS) + 1) + "|",
-                *[f"| {lab} | " + " | ".join(str(v) for v in row) + " |"
-                  for lab, row in zip(FER_LABELS, int8_rep["confusion"], strict=True)],
+                *[
+                    f"| {lab} | " + " | ".join(str(v) for v in row) + " |"
+                    for lab, row in zip(FER_LABELS, int8_rep["confusion"], strict=True)
+                ],
                 "",
             ]
         )
     )
-    print(json.dumps({"float": float_rep["accuracy"], "int8": int8_rep["accuracy"], "kib": size_kb,
-                      "sha256": card.model_sha256}))
+    print(
+        json.dumps(
+            {
+                "float": float_rep["accuracy"],
+                "int8": int8_rep["accuracy"],
+                "kib": size_kb,
+                "sha256": card.model_sha256,
+            }
+        )
+    )
     return 0
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="python -m training.face", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.face",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train (resumes automatically from <work>/backup)")
     t.add_argument("--data", required=True)
