@@ -191,6 +191,17 @@ class Service:
         self.watchdog.pause("emg_source")
         self.watchdog.pause("emg_inference")
         await self._emit(self.decision.close(self._decision_time()))
+        if isinstance(self.emg_source, ReplayEmgSource):
+            st = self.emg_source.stats
+            wall = max(time.monotonic() - st.started_at, 1e-9)
+            signal_s = st.samples_sent / self.config.emg.sample_rate_hz
+            log.warning(
+                "replay finished: %d samples (%.1f s of signal) in %.3f s = %.0fx real time",
+                st.samples_sent,
+                signal_s,
+                wall,
+                signal_s / wall,
+            )
         log.info("EMG input ended")
         if self.exit_when_input_ends:
             self.request_stop()
