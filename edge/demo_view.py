@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.sources.replay_emg import ReplayEmgSource
 
 if TYPE_CHECKING:
     from edge.service import Service
@@ -17,6 +20,16 @@ def watch_events(service: Service) -> mqtt.Client:
     link = service.link
     assert link is not None
     topics = service.topics
+    source = service.emg_source
+    rec = source.recording if isinstance(source, ReplayEmgSource) else None
+
+    def label_at(sample: int | None) -> str | None:
+        """The recording's own label at the event's sample: what the person was doing."""
+        if rec is None or rec.labels is None or sample is None:
+            return None
+        i = int(np.searchsorted(rec.sample_index, sample))
+        return str(rec.labels[min(i, len(rec.labels) - 1)])
+
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"emotion-edge-demo-{topics.device_id}")
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -26,7 +39,7 @@ def watch_events(service: Service) -> mqtt.Client:
     def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == topics.event:
             ev = json.loads(msg.payload)
-            truth = service.emg_stage.stats.last_label if service.emg_stage else None
+            truth = label_at(ev.get("sample"))
             top = sorted(ev["probs"].items(), key=lambda kv: -kv[1])[:3]
             probs = " ".join(f"{k}={v:.2f}" for k, v in top)
             print(

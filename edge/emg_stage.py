@@ -23,6 +23,7 @@ class EmgStageStats:
     windows: int = 0
     paused_samples: int = 0  # received while paused: discarded on purpose, and counted
     discontinuities: int = 0
+    chunks_done: int = 0  # fully processed, readings delivered
     inference_ms: list[float] = field(default_factory=list)  # recent window latencies
     last_label: str | None = None
 
@@ -64,42 +65,48 @@ class EmgStage:
         loop = asyncio.get_running_loop()
         while True:
             chunk = await queue.get()
-            self.beat()
-            n = len(chunk.samples)
-            if self.paused:
-                self.stats.paused_samples += n
-                self._next_sample = None
-                continue
-            self.stats.samples += n
-            if chunk.discontinuity or self._next_sample != chunk.first_sample:
-                self.windower.reset()
-                self.stats.discontinuities += 1
-                self._window_start = chunk.first_sample
-            self._next_sample = chunk.first_sample + n
-            # Within a gap-free run the source index moves in step with the stream position.
-            index_offset = None if chunk.source_index is None else chunk.source_index - chunk.first_sample
-            self.stats.last_label = chunk.label
-            windows = list(self.windower.push(chunk.samples))
-            if not windows:
-                continue
-            # One hand-off to the inference thread per chunk, not per window: a thread
-            # round trip costs more than classifying a window.
-            t0 = time.perf_counter()
-            classifier = self.classifier
-            probs = await loop.run_in_executor(self._executor, classifier.predict_proba, np.stack(windows))
-            self._record_latency((time.perf_counter() - t0) * 1000 / len(windows))
-            for row in probs:
-                end_sample = self._window_start + classifier.window
-                self._window_start += self.hop
-                self.stats.windows += 1
-                reading = ModalityReading(
-                    modality="emg",
-                    labels=classifier.labels,
-                    probs=row,
-                    t=end_sample / self.sample_rate_hz,
-                    sample=end_sample - 1 + (index_offset or 0),
-                )
-                await self.on_reading(reading, chunk)
+            try:
+                await self._process(chunk, loop)
+            finally:
+                self.stats.chunks_done += 1
+
+    async def _process(self, chunk: SampleChunk, loop: asyncio.AbstractEventLoop) -> None:
+        self.beat()
+        n = len(chunk.samples)
+        if self.paused:
+            self.stats.paused_samples += n
+            self._next_sample = None
+            return
+        self.stats.samples += n
+        if chunk.discontinuity or self._next_sample != chunk.first_sample:
+            self.windower.reset()
+            self.stats.discontinuities += 1
+            self._window_start = chunk.first_sample
+        self._next_sample = chunk.first_sample + n
+        # Within a gap-free run the source index moves in step with the stream position.
+        index_offset = None if chunk.source_index is None else chunk.source_index - chunk.first_sample
+        self.stats.last_label = chunk.label
+        windows = list(self.windower.push(chunk.samples))
+        if not windows:
+            return
+        # One hand-off to the inference thread per chunk, not per window: a thread
+        # round trip costs more than classifying a window.
+        t0 = time.perf_counter()
+        classifier = self.classifier
+        probs = await loop.run_in_executor(self._executor, classifier.predict_proba, np.stack(windows))
+        self._record_latency((time.perf_counter() - t0) * 1000 / len(windows))
+        for row in probs:
+            end_sample = self._window_start + classifier.window
+            self._window_start += self.hop
+            self.stats.windows += 1
+            reading = ModalityReading(
+                modality="emg",
+                labels=classifier.labels,
+                probs=row,
+                t=end_sample / self.sample_rate_hz,
+                sample=end_sample - 1 + (index_offset or 0),
+            )
+            await self.on_reading(reading, chunk)
 
     def _record_latency(self, ms: float) -> None:
         lat = self.stats.inference_ms

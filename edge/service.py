@@ -89,6 +89,8 @@ class Service:
         self._emg_tasks: list[asyncio.Task[Any]] = []
         self._last_reading_t = 0.0
         self._last_stats = 0.0
+        self._decision_lock = asyncio.Lock()
+        self._emg_input_ended = False
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class Service:
         classifier = EmgClassifier(cfg.models.emg or shipped_model(SHIPPED_EMG_MODEL), cfg.models.num_threads)
         hop = cfg.emg.hop or classifier.window
         self.emg_queue = CountingQueue(cfg.emg.queue_size)
+        self._emg_input_ended = False
         if cfg.emg.source == "serial":
             s = cfg.emg.serial
             self.emg_source = SerialEmgSource(
@@ -184,13 +187,14 @@ class Service:
     async def _run_emg_source(self) -> None:
         assert self.emg_source is not None and self.emg_queue is not None
         await self.emg_source.run(self.emg_queue)
-        # Input ended (replay finished): drain what is queued, then close the episode.
-        while self.emg_queue.qsize():
+        # Input ended (replay finished): let the stage finish what is queued, then close.
+        assert self.emg_stage is not None
+        while self.emg_stage.stats.chunks_done < self.emg_queue.stats.put:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
         self.watchdog.pause("emg_source")
         self.watchdog.pause("emg_inference")
-        await self._emit(self.decision.close(self._decision_time()))
+        self._emg_input_ended = True
+        await self._decide(lambda: self.decision.close(self._decision_time()))
         if isinstance(self.emg_source, ReplayEmgSource):
             st = self.emg_source.stats
             wall = max(time.monotonic() - st.started_at, 1e-9)
@@ -273,7 +277,7 @@ class Service:
 
     async def _shutdown(self) -> None:
         await self._stop_emg()
-        await self._emit(self.decision.close(self._decision_time()))
+        await self._decide(lambda: self.decision.close(self._decision_time()))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -301,12 +305,28 @@ class Service:
     async def _on_emg_reading(self, reading: ModalityReading, chunk: SampleChunk) -> None:
         self.watchdog.beat("emg_source")
         self._last_reading_t = reading.t
-        events = self.decision.observe(reading)
-        await self._emit(events)
+        events = await self._decide(lambda: self.decision.observe(reading))
         self._maybe_publish_state(force=bool(events))
 
     def _decision_time(self) -> float:
         return self._last_reading_t
+
+    async def _decide(self, step: Callable[[], list[EpisodeEvent]]) -> list[EpisodeEvent]:
+        """Run one decision step and store its events, one step at a time.
+
+        The lock keeps events in the order the engine produced them even when a step from
+        another task (a source going away, shutdown) arrives while events are being stored.
+        """
+        async with self._decision_lock:
+            events = step()
+            await self._emit(events)
+        return events
+
+    def _drop_modality(self, modality: str) -> list[EpisodeEvent]:
+        # A pulled cable must not leave a stale emotion on display: the modality's estimate
+        # is dropped and the open episode ends now.
+        self.decision.forget(modality)
+        return self.decision.close(self._decision_time())
 
     async def _emit(self, events: list[EpisodeEvent]) -> None:
         if not events or self.outbox is None:
@@ -386,7 +406,12 @@ class Service:
             )
 
     def _modality_availability(self) -> dict[str, bool]:
-        emg = self.emg_source is not None and self.emg_source.available and not self.switches["emg_paused"]
+        emg = (
+            self.emg_source is not None
+            and self.emg_source.available
+            and not self._emg_input_ended
+            and not self.switches["emg_paused"]
+        )
         return {"emg": emg, "camera": False}
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -444,10 +469,7 @@ class Service:
             current = self._modality_availability()
             for modality, up in current.items():
                 if previous.get(modality) and not up:
-                    # A pulled cable must not leave a stale emotion on display: the
-                    # modality's estimate is dropped and the open episode ends now.
-                    self.decision.forget(modality)
-                    await self._emit(self.decision.close(self._decision_time()))
+                    await self._decide(partial(self._drop_modality, modality))
                     self._maybe_publish_state(force=True)
             previous = current
             if current != published and self.link is not None and self.link.connected:

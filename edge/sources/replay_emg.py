@@ -48,7 +48,9 @@ class ReplayEmgSource:
 
     @property
     def available(self) -> bool:
-        return not self.stats.finished
+        # A file never goes away; the service marks EMG unavailable once the queued samples
+        # of a finished replay have been processed.
+        return True
 
     def stop(self) -> None:
         self._stop.set()
