@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import sys
 import tempfile
 import urllib.request
@@ -24,6 +25,7 @@ log = logging.getLogger("edge")
 PUBLIC_EMG_URL = "https://raw.githubusercontent.com/puldavid87/emotion_recognition/main/emg_data.csv"
 PUBLIC_EMG_SHA256 = "cdb885c23f14cf1c86731d3edf298b07f09a7f87597791e8f24e06104412cd95"
 EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
+EXIT_CANTCREAT = 73  # sysexits EX_CANTCREAT
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,6 +84,10 @@ def _serve(config: Config, config_path: Path | None, **kwargs: Any) -> int:
     except BrokerUnavailable as exc:
         log.error("%s", exc)
         return EXIT_UNAVAILABLE
+    except (OSError, sqlite3.Error) as exc:
+        # Typically the outbox directory: not writable, or a full disk.
+        log.error("cannot start: %s (outbox: %s)", exc, config.outbox.path)
+        return EXIT_CANTCREAT
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

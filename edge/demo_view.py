@@ -44,7 +44,7 @@ def watch_events(service: Service) -> mqtt.Client:
             probs = " ".join(f"{k}={v:.2f}" for k, v in top)
             print(
                 f"event #{ev['seq']:<4} {ev['type']:<6} {ev['emotion']:<9} conf={ev['confidence']:.2f}  "
-                f"[{probs}]  (recording says: {truth or "-"})",
+                f"[{probs}]  (recording says: {truth or '-'})",
                 flush=True,
             )
         elif msg.topic == topics.availability:

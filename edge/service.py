@@ -199,7 +199,7 @@ class Service:
             st = self.emg_source.stats
             wall = max(time.monotonic() - st.started_at, 1e-9)
             signal_s = st.samples_sent / self.config.emg.sample_rate_hz
-            log.warning(
+            log.info(
                 "replay finished: %d samples (%.1f s of signal) in %.3f s = %.0fx real time",
                 st.samples_sent,
                 signal_s,

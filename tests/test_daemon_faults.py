@@ -44,13 +44,19 @@ def persistent_subscriber(port: int) -> Subscriber:
     return Subscriber(port, [EVENTS], client_id="fault-test-subscriber", clean_session=False)
 
 
-def test_broker_restarted_five_times_loses_no_event(tmp_path: Path, emg_csv: Path) -> None:
+def streaming_setup(tmp_path: Path, emg_csv: Path) -> tuple[Mosquitto, Subscriber, Path, Daemon]:
+    """A persistent broker and subscriber, and a daemon already streaming events (8x real time)."""
     broker = Mosquitto(tmp_path / "broker", persistence=True).start()
     sub = persistent_subscriber(broker.port)
     config = daemon_config(tmp_path, broker.port, emg=replay_emg(emg_csv, speed=8, loop=True))
     daemon = Daemon(config, tmp_path)
+    sub.wait_for(EVENTS, lambda m: len(m) >= 3)
+    return broker, sub, config, daemon
+
+
+def test_broker_restarted_five_times_loses_no_event(tmp_path: Path, emg_csv: Path) -> None:
+    broker, sub, _config, daemon = streaming_setup(tmp_path, emg_csv)
     try:
-        sub.wait_for(EVENTS, lambda m: len(m) >= 3)
         for _ in range(5):
             before = len(sub.on(EVENTS))
             broker.stop(signal.SIGTERM)
@@ -77,12 +83,8 @@ def test_broker_restarted_five_times_loses_no_event(tmp_path: Path, emg_csv: Pat
 
 
 def test_sigkilled_daemon_delivers_its_backlog_after_restart(tmp_path: Path, emg_csv: Path) -> None:
-    broker = Mosquitto(tmp_path / "broker", persistence=True).start()
-    sub = persistent_subscriber(broker.port)
-    config = daemon_config(tmp_path, broker.port, emg=replay_emg(emg_csv, speed=8, loop=True))
-    daemon = Daemon(config, tmp_path)
+    broker, sub, config, daemon = streaming_setup(tmp_path, emg_csv)
     try:
-        sub.wait_for(EVENTS, lambda m: len(m) >= 3)
         broker.stop()
         # With the broker away, events pile up in the outbox; then the daemon dies hard.
         time.sleep(4)
