@@ -76,3 +76,36 @@ def test_sigkill_leaves_offline_last_will(tmp_path: Path, emg_csv: Path) -> None
         daemon.kill()
         sub.close()
         broker.stop()
+
+
+def _replay_events(emg_csv: Path, speed: str, tmp_path: Path) -> list[dict[str, object]]:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "EMOTION_EDGE__OUTBOX__PATH": str(tmp_path / f"{speed}.db"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "replay", str(emg_csv), "--speed", speed, "--print-events"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    # Identity and wall-clock fields differ by design; everything decided must not.
+    return [{k: v for k, v in e.items() if k not in ("id", "ts")} for e in events]
+
+
+def test_replay_is_deterministic_at_any_speed(tmp_path: Path, emg_csv: Path) -> None:
+    first = _replay_events(emg_csv, "max", tmp_path / "a")
+    assert first == _replay_events(emg_csv, "max", tmp_path / "b")
+    assert first == _replay_events(emg_csv, "40", tmp_path / "c")
+    assert [e["emotion"] for e in first if e["type"] == "new"] == SEGMENTS
