@@ -85,7 +85,26 @@ def alternating_signal(csv: Path, seconds_per_segment: float, rate: float) -> np
     return np.concatenate(parts)
 
 
-def bench_latency_cpu_memory(tmp: Path, csv: Path, seconds: float) -> tuple[list[dict], dict]:
+def face_video(tmp: Path, seconds: float, fps: int = 15) -> Path:
+    """An MJPG video cycling through real face photos, 640x480 at ``fps``."""
+    import cv2
+
+    from bench.face_frame import build_frames
+
+    frames, _ = build_frames(REPO.parent / "shared" / "data" / "faces")
+    path = tmp / "faces.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    for i in range(int(seconds * fps)):
+        writer.write(frames[(i // (2 * fps)) % len(frames)])  # a new face every 2 s
+    writer.release()
+    return path
+
+
+def bench_latency_cpu_memory(
+    tmp: Path, csv: Path, seconds: float, camera: str = "", label: str = ""
+) -> tuple[list[dict], dict]:
+    tmp = tmp / (label or "emg")
+    tmp.mkdir()
     broker = Mosquitto(tmp / "broker").start()
     sub = Subscriber(broker.port, [f"{BASE}/event", "bench/ping"])
     master, slave = os.openpty()
@@ -98,7 +117,7 @@ def bench_latency_cpu_memory(tmp: Path, csv: Path, seconds: float) -> tuple[list
         f'[emg]\nsource = "serial"\nsample_rate_hz = 1000\n\n'
         f'[emg.serial]\nport = "{link}"\nvalue_max = 1023\n'
     )
-    config = daemon_config(tmp, broker.port, emg=emg, stats_interval_s=5)
+    config = daemon_config(tmp, broker.port, emg=emg + camera, stats_interval_s=5)
     daemon = Daemon(config, tmp)
     rows = []
     try:
@@ -134,7 +153,9 @@ def bench_latency_cpu_memory(tmp: Path, csv: Path, seconds: float) -> tuple[list
                 continue
             lat.append((recv_t - writer.write_times[idx]) * 1e9)
         rows.append(
-            summarize("emotion-edge: last sample on pty -> event at subscriber", [int(v) for v in lat])
+            summarize(
+                f"emotion-edge{label}: last sample on pty -> event at subscriber", [int(v) for v in lat]
+            )
         )
         rows.append(
             summarize("peer: bare mosquitto publish -> subscriber (QoS 1)", [int(v) for v in ping_lat])
@@ -234,10 +255,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--startup-runs", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write results here")
+    parser.add_argument(
+        "--camera-yunet",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "models" / "face_detection_yunet_2023mar.onnx",
+        help="also run EMG + a 15 fps camera (video file) with this YuNet model",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows, resources = bench_latency_cpu_memory(tmp, args.data, args.seconds)
+        camera_resources = None
+        if args.camera_yunet.is_file():
+            video = face_video(tmp, args.seconds + 10)
+            camera = (
+                f'\n[camera]\nsource = "file"\npath = "{video}"\nfps = 15\n\n'
+                f'[face]\ndetector_model = "{args.camera_yunet}"\n'
+            )
+            cam_rows, camera_resources = bench_latency_cpu_memory(
+                tmp, args.data, args.seconds, camera, label=" +camera 15 fps"
+            )
+            rows += cam_rows[:1]
         startup = bench_startup(tmp, args.data, args.startup_runs)
         replay = bench_replay(tmp, args.data)
     print(f"latency ({resources['events']} events over {args.seconds:.0f} s of 1 kHz x 3 channels on a pty)")
@@ -247,6 +285,12 @@ def main() -> None:
     print()
     print(f"CPU while streaming 1 kHz x 3: {resources['cpu_percent_of_one_core']:.1f}% of one core")
     print(f"peak RSS (VmHWM): {resources['peak_rss_mb']:.1f} MB")
+    if camera_resources is not None:
+        print(
+            f"EMG 1 kHz + camera 15 fps (640x480 MJPG file, YuNet + int8 CNN): "
+            f"CPU {camera_resources['cpu_percent_of_one_core']:.1f}% of one core, "
+            f"peak RSS {camera_resources['peak_rss_mb']:.1f} MB"
+        )
     print(
         f"replay --speed max, {replay['samples']} samples (1 kHz): "
         f"pipeline {replay['pipeline_x_real_time']:.0f}x real time; "
@@ -256,7 +300,14 @@ def main() -> None:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"latency": rows, "resources": resources, "startup": startup, "replay": replay}, indent=2
+                {
+                    "latency": rows,
+                    "resources": resources,
+                    "camera_resources": camera_resources,
+                    "startup": startup,
+                    "replay": replay,
+                },
+                indent=2,
             )
         )
 

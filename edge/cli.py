@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge import __version__
-from edge.paths import SHIPPED_EMG_MODEL, shipped_model
+from edge.paths import SHIPPED_EMG_MODEL, SHIPPED_FACE_MODEL, shipped_model
 
 EXIT_DATA_ERROR = 65  # sysexits EX_DATAERR
 
@@ -25,8 +25,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             model = Path(args.model) if args.model else shipped_model(SHIPPED_EMG_MODEL)
             report = evaluate_emg(Path(args.data), model, hop=args.hop, source_layout=args.source_layout)
         else:
-            print(f"emotion-edge: evaluate {args.modality}: not available in this build", file=sys.stderr)
-            return 2
+            from edge.evaluate import evaluate_face
+
+            model = Path(args.model) if args.model else shipped_model(SHIPPED_FACE_MODEL)
+            report = evaluate_face(Path(args.data), model, usage=args.usage)
     except (CardError, RecordingError) as exc:
         print(f"emotion-edge: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR
@@ -53,14 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="a .tflite with its .card.json beside it (default: the shipped model)")
     ev.add_argument("--hop", type=int, help="hop in samples (default: the model's window)")
     ev.add_argument("--source-layout", action="store_true", help="EMG file in the source's 6x5000 layout")
+    ev.add_argument("--usage", type=int, help="face: keep rows whose 'usage' equals this (1: PublicTest)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
 
     from edge.config.commands import register as register_config_commands
     from edge.daemon_cli import register as register_daemon_commands
+    from edge.models_fetch import register as register_models_commands
 
     register_daemon_commands(sub)
     register_config_commands(sub)
+    register_models_commands(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from edge.classifier import EmgClassifier
 from edge.decision import ModalityReading
 from edge.dsp import RingWindower
+from edge.latency import RecentLatencies
 from edge.queues import CountingQueue
 from edge.sources.chunk import SampleChunk
 
@@ -24,7 +25,7 @@ class EmgStageStats:
     paused_samples: int = 0  # received while paused: discarded on purpose, and counted
     discontinuities: int = 0
     chunks_done: int = 0  # fully processed, readings delivered
-    inference_ms: list[float] = field(default_factory=list)  # recent window latencies
+    inference_ms: RecentLatencies = field(default_factory=RecentLatencies)  # per window
     last_label: str | None = None
 
 
@@ -42,7 +43,15 @@ class EmgStage:
         sample_rate_hz: float,
         on_reading: Callable[[ModalityReading, SampleChunk], Awaitable[None]],
         beat: Callable[[], None],
+        anchor_to_monotonic: bool = True,
     ) -> None:
+        """Readings are timed on the sample clock (``sample / rate``), so the EMG decisions
+        depend only on the data, never on how fast it is read.
+
+        ``anchor_to_monotonic`` offsets that clock once, at the first chunk, to
+        time.monotonic(): a live or real-time stream then shares the camera's clock, which
+        fusion and staleness need. A replay faster than real time keeps the bare sample clock.
+        """
         self.classifier = classifier
         self.sample_rate_hz = sample_rate_hz
         self.windower = RingWindower(classifier.window, hop, classifier.spec.n_channels)
@@ -54,6 +63,7 @@ class EmgStage:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emg-inference")
         self._next_sample: int | None = None
         self._window_start = 0  # stream sample at which the next window begins
+        self._epoch: float | None = None if anchor_to_monotonic else 0.0
 
     def swap_classifier(self, classifier: EmgClassifier) -> None:
         """Use a reloaded model from the next window on; a new window size restarts windowing."""
@@ -78,6 +88,8 @@ class EmgStage:
             self._next_sample = None
             return
         self.stats.samples += n
+        if self._epoch is None:
+            self._epoch = chunk.received_at - (chunk.first_sample + n) / self.sample_rate_hz
         if chunk.discontinuity or self._next_sample != chunk.first_sample:
             self.windower.reset()
             self.stats.discontinuities += 1
@@ -94,7 +106,7 @@ class EmgStage:
         t0 = time.perf_counter()
         classifier = self.classifier
         probs = await loop.run_in_executor(self._executor, classifier.predict_proba, np.stack(windows))
-        self._record_latency((time.perf_counter() - t0) * 1000 / len(windows))
+        self.stats.inference_ms.add((time.perf_counter() - t0) * 1000 / len(windows))
         for row in probs:
             end_sample = self._window_start + classifier.window
             self._window_start += self.hop
@@ -103,16 +115,13 @@ class EmgStage:
                 modality="emg",
                 labels=classifier.labels,
                 probs=row,
-                t=end_sample / self.sample_rate_hz,
+                t=self._time_of(end_sample),
                 sample=end_sample - 1 + (index_offset or 0),
             )
             await self.on_reading(reading, chunk)
 
-    def _record_latency(self, ms: float) -> None:
-        lat = self.stats.inference_ms
-        lat.append(ms)
-        if len(lat) > 1000:
-            del lat[:500]
+    def _time_of(self, sample: int) -> float:
+        return (self._epoch or 0.0) + sample / self.sample_rate_hz
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -36,3 +36,47 @@ def evaluate_emg(
         runtime=clf.model.runtime_module,
     )
     return report
+
+
+def evaluate_face(data: Path, model: Path, usage: int | None = None) -> dict[str, Any]:
+    """Score on pre-cropped 48x48 faces: ``pixels`` (N,48,48) uint8, ``labels`` (N,) in FER2013 order.
+
+    ``usage`` keeps only rows with that value in an optional ``usage`` array (0 Training,
+    1 PublicTest in the project's fer2013.npz).
+    """
+    from edge.face import FER2013_LABELS, FaceClassifier
+
+    clf = FaceClassifier(model)
+    try:
+        with np.load(data) as npz:
+            pixels, labels = np.asarray(npz["pixels"]), np.asarray(npz["labels"]).astype(np.int64)
+            if usage is not None and "usage" in npz:
+                keep = np.asarray(npz["usage"]) == usage
+                pixels, labels = pixels[keep], labels[keep]
+    except (OSError, KeyError, ValueError) as exc:
+        raise RecordingError(
+            f"{data}: needs arrays 'pixels' (N,48,48) uint8 and 'labels' (N,): {exc}"
+        ) from exc
+    if pixels.ndim != 3 or len(pixels) != len(labels):
+        raise RecordingError(f"{data}: pixels must be (N,H,W) with one label each, got {pixels.shape}")
+    if pixels.shape[1:] != (clf.size, clf.size):
+        import cv2
+
+        pixels = np.stack([cv2.resize(p, (clf.size, clf.size), interpolation=cv2.INTER_AREA) for p in pixels])
+    if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(FER2013_LABELS):
+        raise RecordingError(f"{data}: labels must be 0..6 in FER2013 order {FER2013_LABELS}")
+    # Map FER2013 indices onto the model's own label order.
+    to_model = np.array([clf.labels.index(name) for name in FER2013_LABELS])
+    y_true = to_model[labels]
+    y_pred = (
+        np.concatenate(
+            [clf.predict_proba(pixels[i : i + 512]).argmax(axis=1) for i in range(0, len(pixels), 512)]
+        )
+        if len(pixels)
+        else np.array([], dtype=np.int64)
+    )
+    report = classification_report(y_true, y_pred, clf.labels)
+    report.update(
+        model=str(model), model_sha256=clf.model.card.model_sha256, runtime=clf.model.runtime_module
+    )
+    return report

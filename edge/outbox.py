@@ -165,6 +165,7 @@ class AsyncOutbox:
     def __init__(self, path: Path, max_events: int, max_age_s: float) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._outbox = Outbox(path, max_events, max_age_s)
+        self._closed = False
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -176,6 +177,10 @@ class AsyncOutbox:
         return await self._run(lambda: self._outbox.pending(after_seq, limit))
 
     async def ack(self, seq: int) -> bool:
+        if self._closed:
+            # A PUBACK that arrives during shutdown: the row stays and is sent again on the next
+            # start (at-least-once), rather than failing on a closed database.
+            return False
         return await self._run(lambda: self._outbox.ack(seq))
 
     async def expire(self) -> int:
@@ -191,5 +196,6 @@ class AsyncOutbox:
         await self._run(lambda: self._outbox.save_settings(name, dict(value)))
 
     async def close(self) -> None:
+        self._closed = True
         await self._run(self._outbox.close)
         self._executor.shutdown(wait=True)

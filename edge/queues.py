@@ -67,3 +67,13 @@ class LatestSlot(Generic[T]):
         item, self._item = self._item, None
         self.stats.got += 1
         return item
+
+    def take_newer(self, current: T) -> T:
+        """The newest item if one arrived since ``current`` was taken, else ``current``."""
+        if self._item is None:
+            return current
+        # ``current`` was taken and then overtaken before use: it counts as superseded too.
+        self.stats.superseded += 1
+        item, self._item = self._item, None
+        self.stats.got += 1
+        return item

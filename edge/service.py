@@ -10,13 +10,12 @@ import contextlib
 import json
 import logging
 import signal
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.broker import EmbeddedBroker
@@ -26,17 +25,22 @@ from edge.decision import DecisionEngine, EpisodeEvent, ModalityReading
 from edge.emg_stage import EmgStage
 from edge.model_card import CardError
 from edge.outbox import AsyncOutbox
-from edge.paths import SHIPPED_EMG_MODEL, shipped_model
+from edge.paths import SHIPPED_EMG_MODEL, SHIPPED_FACE_MODEL, shipped_model
 from edge.publish.commands import CommandError, parse_command
 from edge.publish.discovery import discovery_payload
 from edge.publish.mqtt_link import MqttLink, event_payload
 from edge.publish.topics import Topics
-from edge.queues import CountingQueue
+from edge.queues import CountingQueue, LatestSlot
 from edge.sdnotify import ProgressWatchdog, SystemdNotifier
 from edge.sources.chunk import SampleChunk
 from edge.sources.replay_emg import ReplayEmgSource
 from edge.sources.serial_emg import SerialEmgSource
 from edge.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from edge.camera_stage import CameraStage
+    from edge.face import FaceResult
+    from edge.sources.camera import Frame, ThreadedCamera
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ STATE_MIN_INTERVAL_S = 1.0
 STAGE_MAX_SILENCE_S = 10.0
 # How quickly a lost or paused modality shows as unavailable (and ends its episode).
 AVAILABILITY_POLL_S = 0.1
+# Availability topics name the sensor; the decision engine names the model's modality.
+DECISION_MODALITY = {"emg": "emg", "camera": "face"}
 MIN_STAGE_SILENCE_S = 2.0
 
 EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
@@ -72,7 +78,7 @@ class Service:
         self.watchdog = ProgressWatchdog()
         self.switches = {"emg_paused": False, "camera_paused": False, "privacy": False}
         self.topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
-        self.decision = DecisionEngine(config.decision)
+        self.decision = DecisionEngine(config.decision, weights={"face": config.face.weight})
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._last_state_publish = 0.0
@@ -87,6 +93,11 @@ class Service:
         self.emg_queue: CountingQueue[SampleChunk] | None = None
         self.exit_code = 0
         self._emg_tasks: list[asyncio.Task[Any]] = []
+        self.camera: ThreadedCamera | None = None
+        self.camera_stage: CameraStage | None = None
+        self.camera_slot: LatestSlot[Frame] | None = None
+        self._camera_tasks: list[asyncio.Task[Any]] = []
+        self._faces: list[dict[str, object]] = []
         self._last_reading_t = 0.0
         self._last_stats = 0.0
         self._decision_lock = asyncio.Lock()
@@ -131,6 +142,7 @@ class Service:
         )
         await self.link.start()
         self._start_emg()
+        self._start_camera()
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
         self._tasks.append(asyncio.create_task(self._availability_loop(), name="availability"))
         self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
@@ -173,12 +185,67 @@ class Service:
             cfg.emg.sample_rate_hz,
             self._on_emg_reading,
             lambda: self.watchdog.beat("emg_inference"),
+            anchor_to_monotonic=cfg.emg.source == "serial" or cfg.emg.replay.speed == 1.0,
         )
         self.emg_stage.paused = self.switches["emg_paused"]
         self._emg_tasks = [
             asyncio.create_task(self._run_emg_source(), name="emg-source"),
             asyncio.create_task(self.emg_stage.run(self.emg_queue), name="emg-stage"),
         ]
+
+    def _start_camera(self) -> None:
+        cfg = self.config
+        if cfg.camera.source == "off":
+            return
+        # Imported only with a camera: OpenCV alone adds ~15 MB and start-up time.
+        from edge.camera_stage import CameraStage
+        from edge.face import FaceClassifier, FacePipeline
+        from edge.face_detect import make_detector
+        from edge.sources.camera import make_camera
+
+        camera = make_camera(cfg.camera)
+        if camera is None:
+            return
+        classifier = FaceClassifier(
+            cfg.models.face or shipped_model(SHIPPED_FACE_MODEL), cfg.models.num_threads
+        )
+        pipeline = FacePipeline(make_detector(cfg.face), classifier, cfg.face.policy)
+        self.camera = camera
+        self.camera_slot = LatestSlot()
+        self.camera_stage = CameraStage(
+            pipeline, cfg.camera.fps, self._on_face_reading, lambda: self.watchdog.beat("camera")
+        )
+        self.watchdog.register("camera", self._max_silence_s())
+        self._apply_camera_switches()
+        self._camera_tasks = [
+            asyncio.create_task(self.camera.run(self.camera_slot), name="camera-source"),
+            asyncio.create_task(self.camera_stage.run(self.camera_slot), name="camera-stage"),
+        ]
+
+    def _apply_camera_switches(self) -> None:
+        """Privacy and camera pause both release the camera itself, not just the inference."""
+        off = self.switches["privacy"] or self.switches["camera_paused"]
+        if self.camera is not None:
+            (self.camera.pause if off else self.camera.resume)()
+        if self.camera_stage is not None:
+            self.camera_stage.paused = off
+            (self.watchdog.pause if off else self.watchdog.resume)("camera")
+        if off:
+            self._faces = []
+
+    async def _stop_camera(self) -> None:
+        if self.camera is not None:
+            self.camera.stop()
+        for task in self._camera_tasks:
+            task.cancel()
+        await asyncio.gather(*self._camera_tasks, return_exceptions=True)
+        if self.camera_stage is not None:
+            self.camera_stage.close()
+        self.camera = self.camera_stage = self.camera_slot = None
+        self._camera_tasks = []
+        self._faces = []
+        with contextlib.suppress(KeyError):
+            self.watchdog.unregister("camera")
 
     def _max_silence_s(self) -> float:
         interval = self.notifier.watchdog_interval_s()
@@ -246,6 +313,10 @@ class Service:
         if new.emg != old.emg or new.models != old.models:
             await self._stop_emg()
             self._start_emg()
+        if new.camera != old.camera or new.face != old.face or new.models != old.models:
+            await self._stop_camera()
+            self._start_camera()
+        self.decision.weights["face"] = new.face.weight
         if new.mqtt != old.mqtt or new.device_id != old.device_id:
             log.info("MQTT settings changed: reconnecting")
             assert self.link is not None and self.outbox is not None
@@ -276,6 +347,7 @@ class Service:
             self.watchdog.unregister("emg_inference")
 
     async def _shutdown(self) -> None:
+        await self._stop_camera()
         await self._stop_emg()
         await self._decide(lambda: self.decision.close(self._decision_time()))
         for task in self._tasks:
@@ -304,8 +376,17 @@ class Service:
 
     async def _on_emg_reading(self, reading: ModalityReading, chunk: SampleChunk) -> None:
         self.watchdog.beat("emg_source")
-        self._last_reading_t = reading.t
+        self._last_reading_t = max(self._last_reading_t, reading.t)
         events = await self._decide(lambda: self.decision.observe(reading))
+        self._maybe_publish_state(force=bool(events))
+
+    async def _on_face_reading(self, reading: ModalityReading | None, results: list[FaceResult]) -> None:
+        assert self.camera_stage is not None
+        self._faces = [r.as_dict(self.camera_stage.pipeline.labels) for r in results]
+        events: list[EpisodeEvent] = []
+        if reading is not None:
+            self._last_reading_t = max(self._last_reading_t, reading.t)
+            events = await self._decide(lambda: self.decision.observe(reading))
         self._maybe_publish_state(force=bool(events))
 
     def _decision_time(self) -> float:
@@ -322,10 +403,13 @@ class Service:
             await self._emit(events)
         return events
 
-    def _drop_modality(self, modality: str) -> list[EpisodeEvent]:
-        # A pulled cable must not leave a stale emotion on display: the modality's estimate
-        # is dropped and the open episode ends now.
-        self.decision.forget(modality)
+    def _drop_modality(self, sensor: str) -> list[EpisodeEvent]:
+        # A pulled cable or a closed camera must not leave a stale emotion on display: the
+        # modality's estimate is dropped, and the episode ends unless another modality
+        # still supports it.
+        self.decision.forget(DECISION_MODALITY[sensor])
+        if self.decision.fuse(self._decision_time())[1]:
+            return self.decision.tick(self._decision_time())
         return self.decision.close(self._decision_time())
 
     async def _emit(self, events: list[EpisodeEvent]) -> None:
@@ -369,6 +453,7 @@ class Service:
             "confidence": round(state.confidence, 4),
             "probs": {k: round(v, 4) for k, v in state.probs.items()},
             "modalities": state.modalities,
+            "faces": self._faces,
             "ts": round(time.time(), 3),
         }
 
@@ -412,7 +497,13 @@ class Service:
             and not self._emg_input_ended
             and not self.switches["emg_paused"]
         )
-        return {"emg": emg, "camera": False}
+        camera = (
+            self.camera is not None
+            and self.camera.available
+            and not self.switches["privacy"]
+            and not self.switches["camera_paused"]
+        )
+        return {"emg": emg, "camera": camera}
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         assert self.link is not None
@@ -430,6 +521,8 @@ class Service:
             return
         log.info("command: %s -> %s", cmd.switch, "ON" if cmd.on else "OFF")
         self.switches[cmd.switch] = cmd.on
+        if cmd.switch in ("privacy", "camera_paused"):
+            self._apply_camera_switches()
         if cmd.switch == "emg_paused" and self.emg_stage is not None:
             # The availability loop sees EMG go unavailable and ends its episode.
             self.emg_stage.paused = cmd.on
@@ -490,17 +583,32 @@ class Service:
             out["outbox"] = await self.outbox.stats()
         if self.emg_stage is not None:
             st = self.emg_stage.stats
-            lat = st.inference_ms
+            lat = st.inference_ms.summary()
             out["emg"] = {
                 "samples": st.samples,
                 "windows": st.windows,
                 "paused_samples": st.paused_samples,
                 "discontinuities": st.discontinuities,
-                "inference_ms_p50": round(statistics.median(lat), 3) if lat else None,
-                "inference_ms_max": round(max(lat), 3) if lat else None,
+                "inference_ms_p50": lat["p50"],
+                "inference_ms_max": lat["max"],
             }
         if self.emg_queue is not None:
             out.setdefault("emg", {})["queue"] = asdict(self.emg_queue.stats)
+        if self.camera is not None:
+            out["camera"] = {
+                **asdict(self.camera.stats),
+                "paused": self.camera_stage.paused if self.camera_stage else None,
+            }
+        if self.camera_stage is not None:
+            cst = self.camera_stage.stats
+            out.setdefault("camera", {}).update(
+                frames_classified=cst.frames,
+                frames_with_face=cst.frames_with_face,
+                faces=cst.faces,
+                inference_ms_p50=cst.inference_ms.summary()["p50"],
+            )
+        if self.camera_slot is not None:
+            out.setdefault("camera", {})["slot"] = asdict(self.camera_slot.stats)
         if isinstance(self.emg_source, SerialEmgSource):
             out.setdefault("emg", {})["serial"] = {
                 **asdict(self.emg_source.stats),
@@ -513,6 +621,7 @@ class Service:
         if interval is None:
             return
         watched = True
+        camera_watched = True
         while True:
             await asyncio.sleep(interval)
             source_up = self.emg_source is not None and self.emg_source.available
@@ -522,6 +631,10 @@ class Service:
             if self.emg_source is not None and should_watch != watched:
                 (self.watchdog.resume if should_watch else self.watchdog.pause)("emg_source")
                 watched = should_watch
+            camera_up = self._modality_availability()["camera"]
+            if self.camera is not None and camera_up != camera_watched:
+                (self.watchdog.resume if camera_up else self.watchdog.pause)("camera")
+                camera_watched = camera_up
             healthy, stalled = self.watchdog.healthy()
             if healthy:
                 self.notifier.watchdog()

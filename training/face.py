@@ -5,8 +5,10 @@
         --out models/face
 
 Training is resumable: stop it at any time (Ctrl-C, SIGTERM, a reboot) and run the same command
-again; Keras' BackupAndRestore picks up at the last finished epoch. It uses a GPU when
-TensorFlow sees one. Progress goes to ``<work>/log.csv``.
+again; Keras' BackupAndRestore picks up at the last finished epoch. ``--init-weights`` starts a
+new run (new learning-rate cycle) from an earlier model, e.g.
+``training/checkpoints/face/best_weights.npz``. It uses a GPU when TensorFlow sees one. Progress goes
+to ``<work>/log.csv``.
 """
 
 from __future__ import annotations
@@ -156,6 +158,13 @@ def train(args: argparse.Namespace) -> int:
         args.lr * 0.1, decay_steps=steps * args.epochs, warmup_target=args.lr, warmup_steps=steps * 2
     )
     model = build_model(args.width, args.dropout)
+    if args.init_weights:
+        # Continue from an earlier run (e.g. the committed checkpoint) with a fresh schedule.
+        if str(args.init_weights).endswith(".npz"):
+            with np.load(args.init_weights) as saved:
+                model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+        else:
+            model.load_weights(args.init_weights)
     model.compile(
         optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
@@ -290,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--dropout", type=float, default=0.4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
+    t.add_argument(
+        "--init-weights", help="start from these weights (.npz of get_weights(), .keras, .weights.h5)"
+    )
     t.set_defaults(func=train)
     e = sub.add_parser("export", help="int8 .tflite + card + REPORT.md from <work>/best.keras")
     e.add_argument("--data", required=True)

@@ -71,6 +71,11 @@ def summary(config: Config) -> list[str]:
         f"emg        {source}, {emg.sample_rate_hz:g} Hz",
         f"models     emg={models.emg or '(shipped)'} face={models.face or '(shipped)'} "
         f"threads={models.num_threads}",
+        f"camera     {config.camera.source}"
+        + (f" {config.camera.path}" if config.camera.path else "")
+        + f" at most {config.camera.fps:g} fps; face detector "
+        + (f"YuNet {config.face.detector_model}" if config.face.detector_model else "Haar (built-in)")
+        + f", policy {config.face.policy}",
         f"decision   enter={config.decision.enter_threshold:g} exit={config.decision.exit_threshold:g} "
         f"ema_alpha={config.decision.ema_alpha:g}",
         f"outbox     {config.outbox.path} (at most {config.outbox.max_events} events, "

@@ -6,8 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.config.camera import CameraConfig
 from edge.config.decision import DecisionConfig
 from edge.config.emg import EmgConfig
+from edge.config.face import FaceConfig
 from edge.config.models import ModelsConfig
 from edge.config.mqtt import MqttConfig
 from edge.config.outbox import OutboxConfig
@@ -46,6 +48,6 @@ class Config(BaseModel):
         default_factory=OutboxConfig,
         description="Persistent queue of events not yet acknowledged by the broker.",
     )
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera input.")
+    face: FaceConfig = Field(default_factory=FaceConfig, description="Face detection in camera frames.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
-    # A `camera` section will sit here; the loader and default_config_toml() walk the fields generically, so
-    # adding it needs no change outside its own module.

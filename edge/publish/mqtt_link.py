@@ -163,6 +163,9 @@ class MqttLink:
                 log.warning("MQTT: no PUBACK for %r within %.1f s", final_availability, timeout_s)
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
+        # Callbacks the network thread queued before it stopped (late PUBACKs) run now, so their
+        # outbox acks finish before the outbox closes.
+        await asyncio.sleep(0)
         await self.background.wait()
 
     def notify_new_events(self) -> None:
