@@ -26,7 +26,6 @@ class EmgStageStats:
     discontinuities: int = 0
     chunks_done: int = 0  # fully processed, readings delivered
     inference_ms: RecentLatencies = field(default_factory=RecentLatencies)  # per window
-    last_label: str | None = None
 
 
 class EmgStage:
@@ -65,12 +64,6 @@ class EmgStage:
         self._window_start = 0  # stream sample at which the next window begins
         self._epoch: float | None = None if anchor_to_monotonic else 0.0
 
-    def swap_classifier(self, classifier: EmgClassifier) -> None:
-        """Use a reloaded model from the next window on; a new window size restarts windowing."""
-        if classifier.window != self.classifier.window:
-            self.windower = RingWindower(classifier.window, self.hop, classifier.spec.n_channels)
-        self.classifier = classifier
-
     async def run(self, queue: CountingQueue[SampleChunk]) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -97,7 +90,6 @@ class EmgStage:
         self._next_sample = chunk.first_sample + n
         # Within a gap-free run the source index moves in step with the stream position.
         index_offset = None if chunk.source_index is None else chunk.source_index - chunk.first_sample
-        self.stats.last_label = chunk.label
         windows = list(self.windower.push(chunk.samples))
         if not windows:
             return

@@ -41,9 +41,6 @@ class CountingQueue(Generic[T]):
         self.stats.got += 1
         return item
 
-    def qsize(self) -> int:
-        return self._q.qsize()
-
 
 class LatestSlot(Generic[T]):
     """Holds only the newest item: for camera frames, where a stale frame is worse than none."""

@@ -91,7 +91,6 @@ class Service:
         self.emg_source: SerialEmgSource | ReplayEmgSource | None = None
         self.emg_stage: EmgStage | None = None
         self.emg_queue: CountingQueue[SampleChunk] | None = None
-        self.exit_code = 0
         self._emg_tasks: list[asyncio.Task[Any]] = []
         self.camera: ThreadedCamera | None = None
         self.camera_stage: CameraStage | None = None
@@ -121,7 +120,7 @@ class Service:
         finally:
             self.notifier.stopping()
             await self._shutdown()
-        return self.exit_code
+        return 0
 
     def request_stop(self) -> None:
         log.info("stopping")

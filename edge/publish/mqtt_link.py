@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import ssl
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -297,7 +296,3 @@ class MqttLink:
 
 def event_payload(seq: int, body: dict[str, Any]) -> bytes:
     return json.dumps({**body, "seq": seq}, separators=(",", ":")).encode()
-
-
-def now() -> float:
-    return time.time()

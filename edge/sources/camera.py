@@ -247,7 +247,18 @@ class ThreadedCamera(ABC):
     def _close(self) -> None: ...
 
 
-class OpenCvCamera(ThreadedCamera):
+class _VideoCaptureCamera(ThreadedCamera):
+    """A source read through ``cv2.VideoCapture``: devices, URLs and video files."""
+
+    _cap: Any = None
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class OpenCvCamera(_VideoCaptureCamera):
     """A USB camera (``0`` or ``"0"``: /dev/video0) or a stream URL, through ``cv2.VideoCapture``."""
 
     name = "opencv"
@@ -284,13 +295,8 @@ class OpenCvCamera(ThreadedCamera):
             raise CameraError(f"camera {self.target!r} stopped delivering frames")
         return _bgr(image)
 
-    def _close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
-
-class VideoFileCamera(ThreadedCamera):
+class VideoFileCamera(_VideoCaptureCamera):
     """A video file, presented like a camera.
 
     ``realtime``: frames come at the file's own frame rate rather than as fast as they decode.
@@ -363,11 +369,6 @@ class VideoFileCamera(ThreadedCamera):
             return None
         self._position += 1
         return _bgr(image)
-
-    def _close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 class ImageFolderCamera(ThreadedCamera):

@@ -21,7 +21,6 @@ class SampleChunk:
     first_sample: int
     received_at: float  # time.monotonic() when the last row arrived
     discontinuity: bool = False
-    label: str | None = None  # ground truth, only known when replaying a labelled recording
     # The source's own number for the first row: the board's sample counter, or the
     # recording's ``sample`` column. Events carry it so they can be traced to raw data.
     source_index: int | None = None

@@ -84,7 +84,6 @@ class ReplayEmgSource:
                             received_at=time.monotonic(),
                             # A gap in the file's sample column, or a new segment, is a break.
                             discontinuity=first,
-                            label=seg.label,
                             source_index=int(rec.sample_index[a]),
                         )
                     )
