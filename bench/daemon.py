@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def face_video(tmp: Path, seconds: float, fps: int = 15) -> Path:
 
     frames, _ = build_frames(REPO.parent / "shared" / "data" / "faces")
     path = tmp / "faces.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (640, 480))
     for i in range(int(seconds * fps)):
         writer.write(frames[(i // (2 * fps)) % len(frames)])  # a new face every 2 s
     writer.release()
@@ -102,7 +103,7 @@ def face_video(tmp: Path, seconds: float, fps: int = 15) -> Path:
 
 def bench_latency_cpu_memory(
     tmp: Path, csv: Path, seconds: float, camera: str = "", label: str = ""
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     tmp = tmp / (label or "emg")
     tmp.mkdir()
     broker = Mosquitto(tmp / "broker").start()
@@ -176,7 +177,7 @@ def bench_latency_cpu_memory(
     return rows, resources
 
 
-def bench_startup(tmp: Path, csv: Path, runs: int) -> dict:
+def bench_startup(tmp: Path, csv: Path, runs: int) -> dict[str, Any]:
     broker = Mosquitto(tmp / "broker-startup").start()
     times = []
     try:
@@ -218,7 +219,7 @@ def long_recording(csv: Path, repeats: int, out: Path) -> int:
     return n
 
 
-def bench_replay(tmp: Path, csv: Path, repeats: int = 20) -> dict:
+def bench_replay(tmp: Path, csv: Path, repeats: int = 20) -> dict[str, float]:
     """`emotion-edge replay --speed max`: the daemon's own pipeline timing, plus the whole command."""
     path = tmp / "long.csv"
     n_samples = long_recording(csv, repeats, path)

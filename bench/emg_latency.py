@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -18,7 +19,7 @@ import numpy as np
 
 from bench.stats import print_table, summarize, time_each
 from edge.classifier import EmgClassifier, TfliteClassifier
-from edge.dsp import FeatureSpec
+from edge.dsp import FeatureSpec, FloatArray
 from edge.paths import SHIPPED_EMG_MODEL, shipped_model
 from edge.recording import labelled_windows, load_recording
 
@@ -94,12 +95,14 @@ def main() -> None:
             ("Gaussian NB", GaussianNB()),
         ]:
             est.fit(xs, y)
+
+            def predict(w: FloatArray, e: Any = est) -> Any:
+                return e.predict(src.transform(w[None]))
+
             rows.append(
                 summarize(
                     f"source {name} (sklearn, gauss+minmax)",
-                    time_each(
-                        lambda w, e=est: e.predict(src.transform(w[None])), list(windows), args.repeats
-                    ),
+                    time_each(predict, list(windows), args.repeats),
                 )
             )
     print(f"windows: {len(windows)} x {args.repeats} passes, 1 thread, window 100 samples x 3 channels")

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -100,7 +101,8 @@ def build_frames(faces_dir: Path) -> tuple[NDArray[np.uint8], list[str]]:
         photo = cv2.imread(str(faces_dir / name), cv2.IMREAD_COLOR)
         if photo is None:
             raise SystemExit(f"cannot read {faces_dir / name}")
-        frames.append(make_frame(photo, cx, cy, face_w))
+        # IMREAD_COLOR gives 8-bit BGR: asarray only narrows the stubs' MatLike type, it does not copy.
+        frames.append(make_frame(np.asarray(photo, dtype=np.uint8), cx, cy, face_w))
         names.append(name)
     return np.stack(frames), names
 
@@ -132,14 +134,14 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_fer(python: Path, npz: Path, repeats: int, warmup: int) -> dict | None:
+def run_fer(python: Path, npz: Path, repeats: int, warmup: int) -> dict[str, Any] | None:
     cmd = [str(python), str(WORKER), str(npz), "--repeats", str(repeats), "--warmup", str(warmup)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         print(f"fer worker failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
         return None
-    result: dict = json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
@@ -203,7 +205,13 @@ def main() -> None:
     print(f"{len(frames)} frames {FRAME_W}x{FRAME_H} ({', '.join(names)}), face ~{FACE_PX} px wide")
     print(f"{args.repeats} repeats, {args.warmup} warm-up calls, 1 thread everywhere")
 
-    out: dict = {"frames": names, "repeats": args.repeats, "rows": [], "faces_found": {}, "top_emotion": {}}
+    out: dict[str, Any] = {
+        "frames": names,
+        "repeats": args.repeats,
+        "rows": [],
+        "faces_found": {},
+        "top_emotion": {},
+    }
     rows = []
     with tempfile.TemporaryDirectory(prefix="face_frame_") as tmp:
         npz = Path(tmp) / "frames.npz"

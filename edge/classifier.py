@@ -17,7 +17,7 @@ _NP_DTYPES: dict[str, Any] = {"int8": np.int8, "uint8": np.uint8, "float32": np.
 _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
 
 
-def quantize(x: FloatArray, q: TensorQuantization) -> NDArray[Any]:
+def quantize(x: NDArray[np.floating[Any]], q: TensorQuantization) -> NDArray[Any]:
     """Real values -> the tensor's storage type, saturating at its range."""
     if q.dtype == "float32":
         return np.asarray(x, dtype=np.float32)

@@ -61,17 +61,17 @@ class DataRef(_Strict):
 class ModelCard(_Strict):
     """The JSON card shipped beside each model."""
 
-    schema_version: int = Field(CARD_SCHEMA_VERSION, description="Card format version.")
+    schema_version: int = Field(default=CARD_SCHEMA_VERSION, description="Card format version.")
     name: str = Field(description="Short model name.")
     modality: Literal["emg", "face"] = Field(description="Which sensor the model reads.")
     model_file: str = Field(description="File name of the .tflite model, relative to the card.")
     model_sha256: str = Field(description="SHA-256 of the .tflite file; checked at load.")
     labels: list[str] = Field(description="Output classes, in output order.")
     channels: list[str] = Field(default_factory=list, description="EMG channel order (EMG only).")
-    window: int | None = Field(None, description="Window length in samples (EMG only).")
-    hop: int | None = Field(None, description="Hop between windows at training time, in samples.")
+    window: int | None = Field(default=None, description="Window length in samples (EMG only).")
+    hop: int | None = Field(default=None, description="Hop between windows at training time, in samples.")
     sample_rate_hz: float | None = Field(
-        None, description="Sample rate of the training data; null if unknown."
+        default=None, description="Sample rate of the training data; null if unknown."
     )
     preprocessing: EmgPreprocessing | FacePreprocessing = Field(discriminator="kind")
     input_quantization: TensorQuantization = Field(description="How the model input is quantised.")

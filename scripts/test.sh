@@ -31,7 +31,7 @@ echo "== pip install -e .[train,test,demo]"
 echo "== ruff + mypy"
 .venv/bin/ruff check edge training tests bench
 .venv/bin/ruff format --check edge training tests bench
-.venv/bin/mypy edge
+.venv/bin/mypy edge training bench tests
 
 echo "== pytest"
 exec .venv/bin/python -m pytest -q "$@"

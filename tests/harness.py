@@ -119,7 +119,9 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = lambda *a: self.connected.clear()
-        self.client.reconnect_delay_set(0.1, 0.5)
+        # paho annotates the delays as int, but its reconnect wait is plain float arithmetic: sub-second
+        # delays work, and int() would truncate them to 0 (a busy reconnect loop).
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls_ca is not None:

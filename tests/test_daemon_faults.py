@@ -63,11 +63,16 @@ def test_broker_restarted_five_times_loses_no_event(tmp_path: Path, emg_csv: Pat
             broker.stop(signal.SIGTERM)
             time.sleep(1.0)  # events keep coming while the broker is away: they wait on disk
             broker.start()
+
             # The daemon is back (not just the subscriber's queued backlog) and new events flow.
-            wait_until(
-                lambda c=connects: daemon.log.count("MQTT: connected") > c, 30, what="daemon reconnect"
-            )
-            wait_until(lambda n=newest: max(received_seqs(sub)) > n + 2, 30, what="events after the restart")
+            def reconnected(c: int = connects) -> bool:
+                return daemon.log.count("MQTT: connected") > c
+
+            def events_after_restart(n: int = newest) -> bool:
+                return max(received_seqs(sub)) > n + 2
+
+            wait_until(reconnected, 30, what="daemon reconnect")
+            wait_until(events_after_restart, 30, what="events after the restart")
         assert daemon.stop() == 0
     finally:
         daemon.kill()

@@ -13,7 +13,7 @@ FACE = ["happy", "angry", "sad", "neutral"]
 
 def engine(**overrides: float) -> DecisionEngine:
     counter = itertools.count()
-    cfg = DecisionConfig(**{"ema_alpha": 1.0, "min_consecutive": 3, **overrides})
+    cfg = DecisionConfig.model_validate({"ema_alpha": 1.0, "min_consecutive": 3, **overrides})
     return DecisionEngine(cfg, new_id=lambda: f"ep{next(counter)}")
 
 

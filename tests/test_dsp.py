@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from edge.dsp import (
     TD_CHANNEL_FEATURES,
     FeatureSpec,
+    FloatArray,
     RingWindower,
     contiguous_segments,
     sliding_windows,
@@ -16,7 +19,7 @@ from edge.recording import load_recording
 
 def _stream(signal: np.ndarray, window: int, hop: int, chunk_sizes: list[int]) -> np.ndarray:
     ring = RingWindower(window, hop, signal.shape[1])
-    out = []
+    out: list[FloatArray] = []
     pos = 0
     i = 0
     while pos < len(signal):
@@ -29,7 +32,7 @@ def _stream(signal: np.ndarray, window: int, hop: int, chunk_sizes: list[int]) -
 
 @pytest.mark.parametrize(("window", "hop"), [(100, 100), (100, 20), (100, 1), (50, 130), (7, 3)])
 @pytest.mark.parametrize("chunks", [[1], [3, 250, 17], [1000], [99, 1, 100]])
-def test_streaming_windows_equal_offline(emg_csv, window: int, hop: int, chunks: list[int]) -> None:
+def test_streaming_windows_equal_offline(emg_csv: Path, window: int, hop: int, chunks: list[int]) -> None:
     signal = load_recording(emg_csv).signal[:3000]
     offline = sliding_windows(signal, window, hop)
     streamed = _stream(signal, window, hop, chunks)
@@ -37,7 +40,7 @@ def test_streaming_windows_equal_offline(emg_csv, window: int, hop: int, chunks:
     np.testing.assert_array_equal(streamed, offline)
 
 
-def test_streaming_features_equal_offline(emg_csv) -> None:
+def test_streaming_features_equal_offline(emg_csv: Path) -> None:
     rec = load_recording(emg_csv)
     spec = FeatureSpec("td", 100, 100, 3, 0.0, (), ()).fitted(sliding_windows(rec.signal, 100, 20))
     offline = spec.transform(sliding_windows(rec.signal[:5000], 100, 100))
@@ -84,7 +87,7 @@ def test_td_features_on_known_signals() -> None:
     assert f[1, names.index("p50")] == 300
 
 
-def test_feature_spec_normalisation_is_fitted_on_train_only(emg_csv) -> None:
+def test_feature_spec_normalisation_is_fitted_on_train_only(emg_csv: Path) -> None:
     rec = load_recording(emg_csv)
     train = sliding_windows(rec.signal[:2000], 100, 100)
     spec = FeatureSpec("td", 100, 100, 3, 0.0, (), ()).fitted(train)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from edge.config.face import FaceConfig
 from edge.face import FER2013_LABELS, FaceClassifier, FacePipeline
@@ -66,8 +67,15 @@ def pick_faces(pipeline: FacePipeline, emotions: list[str], per_emotion: int = 1
     return chosen
 
 
+def read_bgr(path: Path) -> NDArray[np.uint8]:
+    """A photo as 8-bit BGR (cv2.imread's default); asarray narrows the stubs' type and does not copy."""
+    image = cv2.imread(str(path))
+    assert image is not None, f"cannot read {path}"
+    return np.asarray(image, dtype=np.uint8)
+
+
 def write_video(path: Path, segments: list[np.ndarray], seconds_each: float) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), FPS, (640, 480))
     assert writer.isOpened()
     for frame in segments:
         for _ in range(int(seconds_each * FPS)):
@@ -91,10 +99,9 @@ def test_real_photos_faces_and_emotion(pipeline: FacePipeline) -> None:
     }
     all_faces = FacePipeline(pipeline.detector, pipeline.classifier, policy="all")
     for name, count in faces.items():
-        image = cv2.imread(str(shared_file(f"faces/{name}")))
-        results = all_faces.process(image)
+        results = all_faces.process(read_bgr(shared_file(f"faces/{name}")))
         assert len(results) == count, name
-    astronaut = pipeline.process(cv2.imread(str(shared_file("faces/skimage_astronaut.png"))))
+    astronaut = pipeline.process(read_bgr(shared_file("faces/skimage_astronaut.png")))
     assert pipeline.labels[int(np.argmax(astronaut[0].probs))] == "happy"
 
 

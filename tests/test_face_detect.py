@@ -11,7 +11,15 @@ import pytest
 from numpy.typing import NDArray
 
 from edge.config.face import FaceConfig
-from edge.face_detect import FaceBox, HaarDetector, YuNetDetector, crop_face, make_detector, select
+from edge.face_detect import (
+    FaceBox,
+    HaarDetector,
+    YuNetDetector,
+    _Downscaler,
+    crop_face,
+    make_detector,
+    select,
+)
 from tests.conftest import shared_file
 
 YUNET = "models/face_detection_yunet_2023mar.onnx"
@@ -109,6 +117,28 @@ def test_grayscale_and_empty_frames(yunet: YuNetDetector, haar: HaarDetector) ->
     assert len(haar.detect(np.asarray(gray, dtype=np.uint8))) == 1
     empty = np.zeros((0, 0, 3), np.uint8)
     assert yunet.detect(empty) == [] and haar.detect(empty) == []
+
+
+@pytest.mark.parametrize("max_side", [64, 100, 200, 256, 320, 639, 640, 2000])
+def test_downscale_size_and_fidelity(max_side: int) -> None:
+    # The halve-then-bilinear shortcut must give the size asked for and stay close to a full INTER_AREA
+    # resize (plain nearest/bilinear sampling of this photo is 4-19 grey levels off at these sizes).
+    frame = np.asarray(cv2.resize(photo("skimage_astronaut.png"), (640, 480)), dtype=np.uint8)
+    scaler = _Downscaler(max_side, min_face_px=24)
+    scale = scaler.scale_for(480, 640)
+    small = scaler.shrink(frame, scale)
+    expected = (min(480, round(480 * scale)), min(640, round(640 * scale)))
+    assert small.shape == (*expected, 3)
+    reference = cv2.resize(frame, expected[::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference).mean() < 4.0
+
+
+def test_default_detection_sizes() -> None:
+    assert make_detector(FaceConfig())._scaler.detect_max_side == 320  # type: ignore[attr-defined]
+    yunet = make_detector(FaceConfig(detector_model=shared_file(YUNET)))
+    assert yunet._scaler.detect_max_side == 256  # type: ignore[attr-defined]
+    chosen = make_detector(FaceConfig(detector_model=shared_file(YUNET), detect_max_side=400))
+    assert chosen._scaler.detect_max_side == 400  # type: ignore[attr-defined]
 
 
 def test_min_face_px_drops_small_faces() -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import serial
 
 from edge.queues import CountingQueue
-from edge.sources import serial_emg
 from edge.sources.chunk import SampleChunk
 from edge.sources.serial_emg import SerialEmgSource
 from tests.conftest import REPO
@@ -292,7 +291,7 @@ class DropsAtOnce:
 
 
 def test_port_that_drops_right_after_opening_is_reopened_with_backoff(monkeypatch: Any) -> None:
-    monkeypatch.setattr(serial_emg.serial, "Serial", DropsAtOnce)
+    monkeypatch.setattr(serial, "Serial", DropsAtOnce)
     source = SerialEmgSource("/dev/ttyFAKE", 230400, 3, 0, 1023, reconnect_min_s=0.05, reconnect_max_s=0.4)
 
     async def run_for(seconds: float) -> None:

@@ -155,7 +155,8 @@ class KerasClassifier:
     def predict(self, x: FloatArray) -> NDArray[np.int64]:
         # A direct call, not model.predict(): predict() retraces a tf.function per model.
         probs = self.model(x.astype(np.float32), training=False)
-        return np.asarray(probs).argmax(axis=1)
+        pred: NDArray[np.int64] = np.asarray(probs).argmax(axis=1)
+        return pred
 
     def keras_model(self) -> Any:
         return self.model

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from edge.classifier import TfliteClassifier
-from edge.dsp import FloatArray
 from edge.model_card import ModelCard, TensorQuantization, card_path_for, sha256_file
 
 
 def to_int8_tflite(
-    keras_model: Any, representative: FloatArray, max_calibration: int = 2000, seed: int = 0
+    keras_model: Any, representative: NDArray[np.floating[Any]], max_calibration: int = 2000, seed: int = 0
 ) -> bytes:
     """Convert with int8 input, output and weights, calibrated on ``representative`` rows."""
     import tensorflow as tf
@@ -24,7 +24,7 @@ def to_int8_tflite(
     idx = rng.permutation(len(representative))[:max_calibration]
     calib = np.asarray(representative, dtype=np.float32)[idx]
 
-    def dataset() -> Iterator[list[FloatArray]]:
+    def dataset() -> Iterator[list[NDArray[np.float32]]]:
         for row in calib:
             yield [row[None]]
 
@@ -54,7 +54,7 @@ def tensor_quantization(tflite_bytes: bytes) -> tuple[TensorQuantization, Tensor
     return q(interp.get_input_details()[0]), q(interp.get_output_details()[0])
 
 
-def tf_int8_predict(tflite_bytes: bytes, x: FloatArray) -> np.ndarray:
+def tf_int8_predict(tflite_bytes: bytes, x: NDArray[np.floating[Any]]) -> np.ndarray:
     """The training side's int8 inference, through TensorFlow's own interpreter."""
     import tensorflow as tf
 

@@ -44,7 +44,7 @@ def load_fer(path: Path) -> dict[str, NDArray[Any]]:
     digests = np.array([hash(p.tobytes()) for p in pixels])
     test_digests = set(digests[(usage == 1) & keep].tolist())
     train_idx = np.flatnonzero((usage == 0) & keep)
-    first: dict[int, int] = {}
+    first: dict[int, np.intp] = {}
     conflicted: set[int] = set()
     selected = []
     for i in train_idx:

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import warnings
+from typing import Any
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -32,10 +33,11 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 cv2.setNumThreads(1)
 
-_Interpreter = tf.lite.Interpreter
+_Interpreter: type[Any] = tf.lite.Interpreter
 
 
-class _OneThreadInterpreter(_Interpreter):
+# tensorflow is untyped here (ignore_missing_imports), so its Interpreter is Any to mypy.
+class _OneThreadInterpreter(_Interpreter):  # type: ignore[misc]
     def __init__(self, *args: object, **kwargs: object) -> None:
         if kwargs.get("num_threads") is None:
             kwargs["num_threads"] = 1
@@ -50,7 +52,7 @@ from fer import __version__ as FER_VERSION  # noqa: E402  (bench venv only)
 from fer.fer import FER  # noqa: E402  (bench venv only)
 
 
-def summarize_result(faces: list[dict]) -> tuple[int, str | None]:
+def summarize_result(faces: list[dict[str, Any]]) -> tuple[int, str | None]:
     """Faces found, and the top emotion of the largest face (None when no face)."""
     if not faces:
         return 0, None

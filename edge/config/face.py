@@ -21,11 +21,13 @@ class FaceConfig(BaseModel):
         description="'largest': classify only the largest face (the person nearest the camera); 'all': "
         "classify every face found.",
     )
-    detect_max_side: int = Field(
-        default=320,
+    detect_max_side: int | None = Field(
+        default=None,
         ge=64,
         description="Frames are downscaled so their longer side is at most this many pixels before "
-        "detection (faster; boxes are mapped back to the full frame). Larger finds smaller faces.",
+        "detection (faster; boxes are mapped back to the full frame). Larger finds smaller faces. "
+        "Default: 256 for YuNet (it finds faces down to about 10 px there), 320 for the Haar cascade "
+        "(its smallest window is 24 px).",
     )
     score_threshold: float = Field(
         default=0.6, ge=0, le=1, description="YuNet: lowest detection score (0-1) accepted as a face."
