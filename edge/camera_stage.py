@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,13 +15,17 @@ from edge.latency import RecentLatencies
 from edge.queues import LatestSlot
 from edge.sources.camera import Frame
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class CameraStageStats:
     frames: int = 0
     frames_with_face: int = 0
     faces: int = 0
-    ignored_paused: int = 0
+    ignored_paused: int = 0  # frames that arrived while privacy or the camera pause was on
+    discarded_paused: int = 0  # classified, then dropped: the pause came while they were in flight
+    errors: int = 0  # frames the pipeline raised on; they are skipped, the stage keeps going
     inference_ms: RecentLatencies = field(default_factory=RecentLatencies)  # per frame
 
 
@@ -31,7 +36,7 @@ class CameraStage:
         self,
         pipeline: FacePipeline,
         fps: float,
-        on_reading: Callable[[ModalityReading | None, list[FaceResult]], Awaitable[None]],
+        on_reading: Callable[[ModalityReading | None, list[FaceResult], float], Awaitable[None]],
         beat: Callable[[], None],
     ) -> None:
         self.pipeline = pipeline
@@ -57,10 +62,20 @@ class CameraStage:
                 frame = slot.take_newer(frame)
             next_due = time.monotonic() + self.min_interval_s
             t0 = time.perf_counter()
-            results = await loop.run_in_executor(self._executor, self.pipeline.process, frame.image)
+            try:
+                results = await loop.run_in_executor(self._executor, self.pipeline.process, frame.image)
+            except Exception:
+                # One odd frame (an OpenCV assertion on a corrupt image) must not end face recognition.
+                self.stats.errors += 1
+                if self.stats.errors == 1 or self.stats.errors % 100 == 0:
+                    log.exception(
+                        "face pipeline failed on a frame (%d so far); skipping it", self.stats.errors
+                    )
+                continue
             self.stats.inference_ms.add((time.perf_counter() - t0) * 1000)
             self.stats.frames += 1
             if self.paused:  # privacy switched on while this frame was being classified
+                self.stats.discarded_paused += 1
                 continue
             reading = None
             if results:
@@ -68,7 +83,8 @@ class CameraStage:
                 self.stats.faces += len(results)
                 # The decision follows the largest face; the state lists every face.
                 reading = ModalityReading("face", self.pipeline.labels, results[0].probs, frame.t)
-            await self.on_reading(reading, results)
+            # Called for frames without a face too: their time lets a face that left go stale.
+            await self.on_reading(reading, results, frame.t)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

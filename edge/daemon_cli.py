@@ -81,6 +81,10 @@ def _serve(config: Config, config_path: Path | None, **kwargs: Any) -> int:
     except CardError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    except ConfigError as exc:  # found only once the service loads files the config names
+        for key, message in exc.errors:
+            log.error("config error: %s: %s", key, message)
+        return EXIT_CONFIG
     except BrokerUnavailable as exc:
         log.error("%s", exc)
         return EXIT_UNAVAILABLE

@@ -122,6 +122,12 @@ class DecisionEngine:
             m.t = reading.t
         return self._step(reading.t, reading.sample)
 
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """New per-modality weights (a reload), applied to the estimates already held too."""
+        self.weights = dict(weights)
+        for name, m in self._modalities.items():
+            m.weight = self.weights.get(name, 1.0)
+
     def tick(self, t: float) -> list[EpisodeEvent]:
         """Advance time without a reading (ends episodes whose support went stale)."""
         return self._step(t, None)
@@ -143,25 +149,35 @@ class DecisionEngine:
         """Weighted late fusion of the fresh modalities on the union of their labels.
 
         Each modality counts with its configured weight times its own confidence (its top
-        smoothed probability), so a confident modality outweighs an unsure one.
+        smoothed probability), so a confident modality outweighs an unsure one. A modality that
+        lacks a label (EMG has no "neutral") defers on it: it takes the mass that the modalities
+        able to express that label give it, and spreads the rest over its own labels. Otherwise
+        EMG, which always names some emotion, would cap "neutral" below the entry threshold.
         """
-        total: dict[str, float] = {}
-        used = []
-        norm = 0.0
+        fresh: list[tuple[str, dict[str, float], float]] = []
         for name, m in sorted(self._modalities.items()):
             if t - m.t > self.config.staleness_s:
                 continue
             w = m.weight * float(m.smoothed.max())
-            if w <= 0:
-                continue
-            used.append(name)
-            norm += w
-            for label, p in zip(m.labels, m.smoothed, strict=True):
-                total[label] = total.get(label, 0.0) + w * float(p)
-        if norm == 0:
+            if w > 0:
+                fresh.append((name, dict(zip(m.labels, m.smoothed.tolist(), strict=True)), w))
+        if not fresh:
             return {}, []
-        # Labels one modality lacks (EMG has no "neutral") simply get no mass from it.
-        return {k: v / norm for k, v in total.items()}, used
+        labels = list(dict.fromkeys(label for _, probs, _ in fresh for label in probs))
+        expressed: dict[str, float] = {}
+        for label in labels:
+            voters = [(probs[label], w) for _, probs, w in fresh if label in probs]
+            expressed[label] = sum(p * w for p, w in voters) / sum(w for _, w in voters)
+        total = dict.fromkeys(labels, 0.0)
+        norm = 0.0
+        for _, probs, w in fresh:
+            deferred = {label: expressed[label] for label in labels if label not in probs}
+            keep = max(0.0, 1.0 - sum(deferred.values()))
+            for label in labels:
+                total[label] += w * (deferred[label] if label in deferred else probs[label] * keep)
+            norm += w
+        mass = sum(total.values())
+        return {k: v / mass for k, v in total.items()}, [name for name, _, _ in fresh]
 
     def _step(self, t: float, sample: int | None) -> list[EpisodeEvent]:
         cfg = self.config

@@ -18,6 +18,10 @@ from edge.queues import CountingQueue
 from edge.sources.chunk import SampleChunk
 
 
+# Well above the jitter of serial reads (tens of ms), well below the decision's staleness_s.
+MAX_CLOCK_DRIFT_S = 0.25
+
+
 @dataclass
 class EmgStageStats:
     samples: int = 0
@@ -25,6 +29,7 @@ class EmgStageStats:
     paused_samples: int = 0  # received while paused: discarded on purpose, and counted
     discontinuities: int = 0
     chunks_done: int = 0  # fully processed, readings delivered
+    clock_resyncs: int = 0  # sample clock re-anchored to the monotonic clock (gap, or board rate off)
     inference_ms: RecentLatencies = field(default_factory=RecentLatencies)  # per window
 
 
@@ -47,9 +52,11 @@ class EmgStage:
         """Readings are timed on the sample clock (``sample / rate``), so the EMG decisions
         depend only on the data, never on how fast it is read.
 
-        ``anchor_to_monotonic`` offsets that clock once, at the first chunk, to
-        time.monotonic(): a live or real-time stream then shares the camera's clock, which
-        fusion and staleness need. A replay faster than real time keeps the bare sample clock.
+        ``anchor_to_monotonic`` offsets that clock to time.monotonic(): a live or real-time
+        stream then shares the camera's clock, which fusion and staleness need. It is anchored at
+        the first chunk and again after a gap, or when the board's real rate has made the two
+        clocks drift apart by more than MAX_CLOCK_DRIFT_S (0.5% rate error is 3 s in 10 minutes).
+        A replay faster than real time keeps the bare sample clock.
         """
         self.classifier = classifier
         self.sample_rate_hz = sample_rate_hz
@@ -62,7 +69,8 @@ class EmgStage:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emg-inference")
         self._next_sample: int | None = None
         self._window_start = 0  # stream sample at which the next window begins
-        self._epoch: float | None = None if anchor_to_monotonic else 0.0
+        self._anchored = anchor_to_monotonic
+        self._epoch = 0.0
 
     async def run(self, queue: CountingQueue[SampleChunk]) -> None:
         loop = asyncio.get_running_loop()
@@ -81,9 +89,13 @@ class EmgStage:
             self._next_sample = None
             return
         self.stats.samples += n
-        if self._epoch is None:
-            self._epoch = chunk.received_at - (chunk.first_sample + n) / self.sample_rate_hz
-        if chunk.discontinuity or self._next_sample != chunk.first_sample:
+        gap = chunk.discontinuity or self._next_sample != chunk.first_sample
+        if self._anchored:
+            drift = chunk.received_at - self._time_of(chunk.first_sample + n)
+            if gap or abs(drift) > MAX_CLOCK_DRIFT_S:
+                self._epoch += drift
+                self.stats.clock_resyncs += 1
+        if gap:
             self.windower.reset()
             self.stats.discontinuities += 1
             self._window_start = chunk.first_sample
@@ -113,7 +125,7 @@ class EmgStage:
             await self.on_reading(reading, chunk)
 
     def _time_of(self, sample: int) -> float:
-        return (self._epoch or 0.0) + sample / self.sample_rate_hz
+        return self._epoch + sample / self.sample_rate_hz
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -9,6 +9,7 @@ import numpy as np
 
 from edge.classifier import EmgClassifier
 from edge.metrics import classification_report
+from edge.model_card import CardError
 from edge.recording import RecordingError, labelled_windows, load_recording
 
 
@@ -50,7 +51,9 @@ def evaluate_face(data: Path, model: Path, usage: int | None = None) -> dict[str
     try:
         with np.load(data) as npz:
             pixels, labels = np.asarray(npz["pixels"]), np.asarray(npz["labels"]).astype(np.int64)
-            if usage is not None and "usage" in npz:
+            if usage is not None:
+                if "usage" not in npz:
+                    raise RecordingError(f"{data}: --usage given, but the file has no 'usage' array")
                 keep = np.asarray(npz["usage"]) == usage
                 pixels, labels = pixels[keep], labels[keep]
     except (OSError, KeyError, ValueError) as exc:
@@ -59,6 +62,14 @@ def evaluate_face(data: Path, model: Path, usage: int | None = None) -> dict[str
         ) from exc
     if pixels.ndim != 3 or len(pixels) != len(labels):
         raise RecordingError(f"{data}: pixels must be (N,H,W) with one label each, got {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        # Accept other numeric types holding 0..255 values, but not 0..1 floats: those would be scored
+        # as near-black images without any error.
+        if not np.issubdtype(pixels.dtype, np.number) or (
+            pixels.size and (pixels.min() < 0 or pixels.max() > 255 or pixels.max() <= 1.0)
+        ):
+            raise RecordingError(f"{data}: pixels must be grey levels 0..255 (uint8), got {pixels.dtype}")
+        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     if pixels.shape[1:] != (clf.size, clf.size):
         import cv2
 
@@ -66,6 +77,9 @@ def evaluate_face(data: Path, model: Path, usage: int | None = None) -> dict[str
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(FER2013_LABELS):
         raise RecordingError(f"{data}: labels must be 0..6 in FER2013 order {FER2013_LABELS}")
     # Map FER2013 indices onto the model's own label order.
+    missing = [name for name in FER2013_LABELS if name not in clf.labels]
+    if missing:
+        raise CardError(f"{model}: the model has no {missing} output; FER2013 needs {list(FER2013_LABELS)}")
     to_model = np.array([clf.labels.index(name) for name in FER2013_LABELS])
     y_true = to_model[labels]
     y_pred = (

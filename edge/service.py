@@ -39,7 +39,7 @@ from edge.tasks import TaskSet
 
 if TYPE_CHECKING:
     from edge.camera_stage import CameraStage
-    from edge.face import FaceResult
+    from edge.face import FacePipeline, FaceResult
     from edge.sources.camera import Frame, ThreadedCamera
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,23 @@ STAGE_MAX_SILENCE_S = 10.0
 AVAILABILITY_POLL_S = 0.1
 # Availability topics name the sensor; the decision engine names the model's modality.
 DECISION_MODALITY = {"emg": "emg", "camera": "face"}
+
+
+def _modality_weights(config: Config) -> dict[str, float]:
+    return {"emg": config.emg.weight, "face": config.face.weight}
+
+
+def _logged(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """A pipeline task that dies is logged at once, not only when (if ever) someone awaits it."""
+
+    def done(t: asyncio.Task[Any]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s stopped with an error", t.get_name(), exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
 MIN_STAGE_SILENCE_S = 2.0
 
 EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
@@ -78,7 +95,7 @@ class Service:
         self.watchdog = ProgressWatchdog()
         self.switches = {"emg_paused": False, "camera_paused": False, "privacy": False}
         self.topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
-        self.decision = DecisionEngine(config.decision, weights={"face": config.face.weight})
+        self.decision = DecisionEngine(config.decision, weights=_modality_weights(config))
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._last_state_publish = 0.0
@@ -141,7 +158,7 @@ class Service:
         )
         await self.link.start()
         self._start_emg()
-        self._start_camera()
+        await self._start_camera()
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
         self._tasks.append(asyncio.create_task(self._availability_loop(), name="availability"))
         self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
@@ -188,27 +205,43 @@ class Service:
         )
         self.emg_stage.paused = self.switches["emg_paused"]
         self._emg_tasks = [
-            asyncio.create_task(self._run_emg_source(), name="emg-source"),
-            asyncio.create_task(self.emg_stage.run(self.emg_queue), name="emg-stage"),
+            _logged(asyncio.create_task(self._run_emg_source(), name="emg-source")),
+            _logged(asyncio.create_task(self.emg_stage.run(self.emg_queue), name="emg-stage")),
         ]
 
-    def _start_camera(self) -> None:
+    def _build_face_pipeline(self, cfg: Config) -> FacePipeline:
+        """Load the face model and detector (blocking: seconds on a Pi; run it off the loop).
+
+        Raises CardError (models.face) or ConfigError (face.detector_model) before anything running
+        is touched.
+        """
+        from edge.face import FaceClassifier, FacePipeline
+        from edge.face_detect import make_detector
+
+        classifier = FaceClassifier(
+            cfg.models.face or shipped_model(SHIPPED_FACE_MODEL), cfg.models.num_threads
+        )
+        try:
+            detector = make_detector(cfg.face)
+        except ValueError as exc:  # a missing or unreadable model file, or an OpenCV without cascades
+            raise ConfigError(
+                [("face.detector_model", str(exc).removeprefix("face.detector_model: "))]
+            ) from None
+        return FacePipeline(detector, classifier, cfg.face.policy)
+
+    async def _start_camera(self, pipeline: FacePipeline | None = None) -> None:
         cfg = self.config
         if cfg.camera.source == "off":
             return
         # Imported only with a camera: OpenCV alone adds ~15 MB and start-up time.
         from edge.camera_stage import CameraStage
-        from edge.face import FaceClassifier, FacePipeline
-        from edge.face_detect import make_detector
         from edge.sources.camera import make_camera
 
         camera = make_camera(cfg.camera)
         if camera is None:
             return
-        classifier = FaceClassifier(
-            cfg.models.face or shipped_model(SHIPPED_FACE_MODEL), cfg.models.num_threads
-        )
-        pipeline = FacePipeline(make_detector(cfg.face), classifier, cfg.face.policy)
+        if pipeline is None:
+            pipeline = await asyncio.to_thread(self._build_face_pipeline, cfg)
         self.camera = camera
         self.camera_slot = LatestSlot()
         self.camera_stage = CameraStage(
@@ -217,8 +250,8 @@ class Service:
         self.watchdog.register("camera", self._max_silence_s())
         self._apply_camera_switches()
         self._camera_tasks = [
-            asyncio.create_task(self.camera.run(self.camera_slot), name="camera-source"),
-            asyncio.create_task(self.camera_stage.run(self.camera_slot), name="camera-stage"),
+            _logged(asyncio.create_task(self.camera.run(self.camera_slot), name="camera-source")),
+            _logged(asyncio.create_task(self.camera_stage.run(self.camera_slot), name="camera-stage")),
         ]
 
     def _apply_camera_switches(self) -> None:
@@ -306,16 +339,25 @@ class Service:
                 log.error("reload rejected, keeping the running config: %s", exc)
                 self.notifier.ready()
                 return
+        camera_changed = new.camera != old.camera or new.face != old.face or new.models != old.models
+        pipeline = None
+        if camera_changed and new.camera.source != "off":
+            try:
+                pipeline = await asyncio.to_thread(self._build_face_pipeline, new)
+            except (CardError, ConfigError, OSError) as exc:
+                log.error("reload rejected, keeping the running config: %s", exc)
+                self.notifier.ready()
+                return
         self.config = new
         self.decision.config = new.decision
         logging.getLogger().setLevel(new.logging.level)
         if new.emg != old.emg or new.models != old.models:
             await self._stop_emg()
             self._start_emg()
-        if new.camera != old.camera or new.face != old.face or new.models != old.models:
+        if camera_changed:
             await self._stop_camera()
-            self._start_camera()
-        self.decision.weights["face"] = new.face.weight
+            await self._start_camera(pipeline)
+        self.decision.set_weights(_modality_weights(new))
         if new.mqtt != old.mqtt or new.device_id != old.device_id:
             log.info("MQTT settings changed: reconnecting")
             assert self.link is not None and self.outbox is not None
@@ -379,13 +421,26 @@ class Service:
         events = await self._decide(lambda: self.decision.observe(reading))
         self._maybe_publish_state(force=bool(events))
 
-    async def _on_face_reading(self, reading: ModalityReading | None, results: list[FaceResult]) -> None:
+    async def _on_face_reading(
+        self, reading: ModalityReading | None, results: list[FaceResult], t: float
+    ) -> None:
         assert self.camera_stage is not None
-        self._faces = [r.as_dict(self.camera_stage.pipeline.labels) for r in results]
-        events: list[EpisodeEvent] = []
-        if reading is not None:
-            self._last_reading_t = max(self._last_reading_t, reading.t)
-            events = await self._decide(lambda: self.decision.observe(reading))
+        stage = self.camera_stage
+        self._faces = [r.as_dict(stage.pipeline.labels) for r in results]
+        self._last_reading_t = max(self._last_reading_t, t)
+
+        def step() -> list[EpisodeEvent]:
+            # Checked under the decision lock: privacy may have been switched on (and the face estimate
+            # dropped) while this step waited for it.
+            if stage.paused:
+                return []
+            if reading is None:
+                # No face in this frame: time still passes, so a face that left goes stale and its
+                # episode ends even when the camera is the only modality.
+                return self.decision.tick(self._decision_time())
+            return self.decision.observe(reading)
+
+        events = await self._decide(step)
         self._maybe_publish_state(force=bool(events))
 
     def _decision_time(self) -> float:
@@ -588,6 +643,7 @@ class Service:
                 "windows": st.windows,
                 "paused_samples": st.paused_samples,
                 "discontinuities": st.discontinuities,
+                "clock_resyncs": st.clock_resyncs,
                 "inference_ms_p50": lat["p50"],
                 "inference_ms_max": lat["max"],
             }
@@ -604,6 +660,9 @@ class Service:
                 frames_classified=cst.frames,
                 frames_with_face=cst.frames_with_face,
                 faces=cst.faces,
+                frames_ignored_paused=cst.ignored_paused,
+                frames_discarded_paused=cst.discarded_paused,
+                frame_errors=cst.errors,
                 inference_ms_p50=cst.inference_ms.summary()["p50"],
             )
         if self.camera_slot is not None:
@@ -619,21 +678,18 @@ class Service:
         interval = self.notifier.watchdog_interval_s()
         if interval is None:
             return
-        watched = True
-        camera_watched = True
         while True:
             await asyncio.sleep(interval)
-            source_up = self.emg_source is not None and self.emg_source.available
-            # A source that is down is handled by reconnecting, not by a restart; only a
-            # source that is up yet delivers nothing counts as stalled.
-            should_watch = source_up and not self.switches["emg_paused"]
-            if self.emg_source is not None and should_watch != watched:
-                (self.watchdog.resume if should_watch else self.watchdog.pause)("emg_source")
-                watched = should_watch
-            camera_up = self._modality_availability()["camera"]
-            if self.camera is not None and camera_up != camera_watched:
-                (self.watchdog.resume if camera_up else self.watchdog.pause)("camera")
-                camera_watched = camera_up
+            # A source that is down is handled by reconnecting, not by a restart; only a source
+            # that is up yet delivers nothing counts as stalled. Decided afresh on every tick from
+            # the current state (pause/resume are idempotent), so switches, reloads and reconnects
+            # elsewhere cannot leave a stage watched while its source is down.
+            if self.emg_source is not None:
+                watch_emg = self.emg_source.available and not self.switches["emg_paused"]
+                (self.watchdog.resume if watch_emg else self.watchdog.pause)("emg_source")
+            if self.camera is not None:
+                watch_camera = self._modality_availability()["camera"]
+                (self.watchdog.resume if watch_camera else self.watchdog.pause)("camera")
             healthy, stalled = self.watchdog.healthy()
             if healthy:
                 self.notifier.watchdog()

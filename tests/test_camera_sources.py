@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edge.config.camera import CameraConfig
+from edge.config.camera import CameraConfig, redact_url
 from edge.queues import LatestSlot
 from edge.sources.camera import (
+    CameraError,
     Frame,
     ImageFolderCamera,
     OpenCvCamera,
@@ -454,3 +455,23 @@ def test_make_camera(tmp_path: Path) -> None:
     assert (video.reconnect_min_s, video.reconnect_max_s) == (1, 2)
 
     assert isinstance(make_camera(CameraConfig(source="picamera2")), Picamera2Camera)
+
+
+@pytest.mark.parametrize(
+    ("target", "shown"),
+    [
+        ("rtsp://admin:hunter2@10.0.0.5:554/live", "rtsp://***@10.0.0.5:554/live"),
+        ("http://token@cam.local/x.mjpg", "http://***@cam.local/x.mjpg"),
+        ("rtsp://10.0.0.5/live", "rtsp://10.0.0.5/live"),
+        ("/dev/video2", "/dev/video2"),
+        (0, 0),
+    ],
+)
+def test_stream_credentials_are_redacted(target: int | str, shown: int | str) -> None:
+    assert redact_url(target) == shown
+    if isinstance(target, str) and target.startswith("rtsp://admin"):
+        assert CameraConfig(source="opencv", path=target).display_path == shown
+        camera = OpenCvCamera("rtsp://admin:hunter2@127.0.0.1:9/live")
+        with pytest.raises(CameraError) as err:
+            camera._open()
+        assert "hunter2" not in str(err.value) and "***@127.0.0.1:9" in str(err.value)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from edge.config.decision import DecisionConfig
 from edge.decision import UNCERTAIN, DecisionEngine, EpisodeEvent, ModalityReading
@@ -86,10 +87,22 @@ def test_fusion_union_labels_and_staleness() -> None:
     assert used == ["emg", "face"]
     assert set(fused) == set(FACE)
     assert abs(sum(fused.values()) - 1.0) < 1e-9
-    # EMG has no neutral: all neutral mass comes from the face, weighted by its confidence.
-    assert 0.3 < fused["neutral"] < 0.4
+    # EMG has no neutral and defers to the face on it; the other labels mix both modalities, each
+    # weighted by its confidence (0.7 for both here), EMG's scaled into the 0.3 left beside neutral.
+    assert fused["neutral"] == pytest.approx(0.7)
+    assert fused["angry"] == pytest.approx((0.1 + 0.7 * 0.3) / 2)
     fused, used = eng.fuse(1.05)
     assert used == ["face"]
+
+
+def test_neutral_face_can_start_an_episode_while_emg_names_an_emotion() -> None:
+    eng = engine()
+    events = []
+    for i in range(10):
+        events += feed(eng, [0.9, 0.05, 0.05], i * 0.1, "emg")
+        events += feed(eng, [0.02, 0.02, 0.02, 0.94], i * 0.1 + 0.05, "face")
+    assert [(e.type, e.emotion) for e in events] == [("new", "neutral")]
+    assert eng.state.emotion == "neutral" and eng.state.modalities == ["emg", "face"]
 
 
 def test_close_ends_open_episode() -> None:
@@ -99,3 +112,14 @@ def test_close_ends_open_episode() -> None:
     (ev,) = eng.close(1.0)
     assert ev.type == "end" and ev.episode_id == "ep0"
     assert eng.close(2.0) == []
+
+
+def test_set_weights_applies_to_held_estimates() -> None:
+    engine = DecisionEngine(DecisionConfig(), weights={"emg": 1.0, "face": 1.0})
+    engine.observe(ModalityReading("emg", ["happy", "sad"], np.array([0.9, 0.1]), 0.0))
+    engine.observe(ModalityReading("face", ["happy", "sad"], np.array([0.1, 0.9]), 0.0))
+    even = engine.fuse(0.0)[0]
+    assert abs(even["happy"] - even["sad"]) < 1e-9
+    engine.set_weights({"emg": 0.0, "face": 1.0})  # a reload: EMG no longer counts, without a new reading
+    fused, used = engine.fuse(0.0)
+    assert used == ["face"] and fused["sad"] > 0.89

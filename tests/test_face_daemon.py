@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -248,3 +249,135 @@ def test_emg_and_face_fuse_in_events_and_state(tmp_path: Path, emg_csv: Path, yu
     state = next(s for s in sub.json_on(f"{BASE}/state") if s["modalities"] == ["emg", "face"])
     # The union of labels: EMG has no neutral, the face model does.
     assert "neutral" in state["probs"] and "disgust" in state["probs"]
+
+
+def test_face_leaving_ends_the_episode_with_the_camera_alone(
+    tmp_path: Path, pipeline: FacePipeline, yunet: Path
+) -> None:
+    # A face for 3 s, then an empty scene for 15 s: frames without a face must advance time, so the face
+    # goes stale and the episode ends while the camera is still up (not only when the file runs out).
+    joined = tmp_path / "leave.avi"
+    face = pick_faces(pipeline, ["happy"])["happy"]
+    empty = np.full((480, 640, 3), 110, dtype=np.uint8)
+    writer = cv2.VideoWriter(str(joined), cv2.VideoWriter.fourcc(*"MJPG"), FPS, (640, 480))
+    for frame in [face] * (3 * FPS) + [empty] * (15 * FPS):
+        writer.write(frame)
+    writer.release()
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, [f"{BASE}/#"])
+    config = daemon_config(
+        tmp_path,
+        broker.port,
+        emg='[emg]\nsource = "off"\n' + camera_toml("file", joined, yunet),
+        decision="staleness_s = 1.0\nend_after_s = 2.0\n",
+    )
+    daemon = Daemon(config, tmp_path)
+    try:
+        sub.wait_for(f"{BASE}/event", lambda m: any(b'"new"' in p for p in m), timeout=30)
+        sub.wait_for(f"{BASE}/event", lambda m: any(b'"end"' in p for p in m), timeout=12)
+        # Still streaming the empty scene: the end came from staleness, not from the source going away.
+        assert sub.last(f"{BASE}/modality/camera/available") == b"ON"
+        state = json.loads(sub.last(f"{BASE}/state") or b"{}")
+        assert state["emotion"] == "uncertain" and state["faces"] == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        sub.close()
+        broker.stop()
+    events = sub.json_on(f"{BASE}/event")
+    assert [(e["type"], e["emotion"]) for e in events] == [("new", "happy"), ("end", "happy")]
+    assert events[-1]["modalities"] == ["face"]
+
+
+def test_bad_face_config_on_reload_keeps_the_running_pipeline(tmp_path: Path, yunet: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(shared_file("faces/skimage_astronaut.png"), photos / "a.png")
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, [f"{BASE}/#"])
+    emg_off = '[emg]\nsource = "off"\n'
+    config = daemon_config(
+        tmp_path,
+        broker.port,
+        emg=emg_off + camera_toml("images", photos, yunet, loop=True),
+        stats_interval_s=0.2,
+    )
+    daemon = Daemon(config, tmp_path)
+    try:
+        wait_until(lambda: captured(sub) >= 5, 30, what="frames being captured")
+        good = config.read_text()
+        config.write_text(good.replace(str(yunet), str(tmp_path / "missing.onnx")))
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: "reload rejected" in daemon.log, 15, what="the reload to be rejected")
+        assert "face.detector_model" in daemon.log
+        before = captured(sub)
+        wait_until(lambda: captured(sub) > before + 5, 15, what="capture to go on")
+        assert sub.last(f"{BASE}/modality/camera/available") == b"ON"
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        sub.close()
+        broker.stop()
+    assert "Traceback" not in daemon.log
+
+
+def test_missing_detector_model_at_start_exits_78_naming_the_key(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    broker = Mosquitto(tmp_path / "broker").start()
+    config = daemon_config(
+        tmp_path,
+        broker.port,
+        emg='[emg]\nsource = "off"\n' + camera_toml("images", photos, tmp_path / "missing.onnx", loop=True),
+    )
+    daemon = Daemon(config, tmp_path)
+    try:
+        assert daemon.wait(30) == 78
+    finally:
+        daemon.kill()
+        broker.stop()
+    assert "face.detector_model" in daemon.log and "missing.onnx" in daemon.log
+    assert "Traceback" not in daemon.log
+
+
+def ends_with(value: bytes, messages: list[bytes]) -> bool:
+    return messages[-1:] == [value]
+
+
+def test_privacy_toggled_while_the_camera_is_down_keeps_the_watchdog_fed(tmp_path: Path, yunet: Path) -> None:
+    # The camera never opens (no such folder). Switching privacy on and off must not leave the camera stage
+    # watched while nothing can feed it: systemd would then restart a healthy daemon again and again.
+    from tests.test_daemon_faults import NotifySocket
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, [f"{BASE}/#"])
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = daemon_config(
+        tmp_path,
+        broker.port,
+        emg='[emg]\nsource = "off"\n' + camera_toml("images", tmp_path / "no-such-folder", yunet, loop=True),
+    )
+    # WatchdogSec=0.5 s: pings every 0.25 s, a stage may be silent for 2 s.
+    daemon = Daemon(config, tmp_path, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "500000"})
+    try:
+        notify.wait_for("READY=1")
+        sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"OFF"])
+        time.sleep(1.0)
+        for value in (b"ON", b"OFF"):
+            sub.client.publish(f"{BASE}/set/privacy", value, qos=1)
+            sub.wait_for(f"{BASE}/switch/privacy", partial(ends_with, value))
+        notify.drain()
+        notify.messages.clear()
+        time.sleep(4.0)  # twice the stage grace
+        notify.drain()
+        pings = [t for t, m in notify.messages if m == "WATCHDOG=1"]
+        now = time.monotonic()
+        assert pings and max(pings) > now - 1.0, (
+            f"watchdog pings stopped: {[round(now - t, 2) for t in pings]}"
+        )
+        assert "stalled stage" not in daemon.log
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        sub.close()
+        broker.stop()

@@ -65,3 +65,40 @@ def test_evaluate_face_rejects_a_bad_file(tmp_path: Path) -> None:
     proc = run_cli("evaluate", "face", "--data", str(bad), "--json")
     assert proc.returncode == 65
     assert "pixels" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_face_accepts_0_255_in_other_dtypes(
+    tmp_path: Path, public_test: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pixels, labels = public_test[0][:200], public_test[1][:200]
+    reports = []
+    for name, array in [("u8", pixels), ("f32", pixels.astype(np.float32)), ("i64", pixels.astype(np.int64))]:
+        npz = tmp_path / f"{name}.npz"
+        np.savez(npz, pixels=array, labels=labels)
+        proc = run_cli("evaluate", "face", "--data", str(npz), "--json")
+        assert proc.returncode == 0, proc.stderr
+        reports.append(json.loads(proc.stdout))
+    assert reports[0]["confusion"] == reports[1]["confusion"] == reports[2]["confusion"]
+
+
+@pytest.mark.parametrize(
+    ("arrays", "args", "message"),
+    [
+        # 0..1 floats would otherwise be scored as near-black images, silently.
+        ({"pixels": np.full((3, 48, 48), 0.5, np.float32), "labels": np.zeros(3, np.int64)}, [], "0..255"),
+        (
+            {"pixels": np.zeros((3, 48, 48), np.uint8), "labels": np.zeros(3, np.int64)},
+            ["--usage", "2"],
+            "usage",
+        ),
+        ({"pixels": np.zeros((3, 48, 48), np.uint8), "labels": np.full(3, 7)}, [], "0..6"),
+    ],
+)
+def test_evaluate_face_refuses_unclear_input(
+    tmp_path: Path, arrays: dict[str, np.ndarray], args: list[str], message: str
+) -> None:
+    npz = tmp_path / "x.npz"
+    np.savez(npz, **arrays)  # type: ignore[arg-type]
+    proc = run_cli("evaluate", "face", "--data", str(npz), "--json", *args)
+    assert proc.returncode == 65
+    assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from typing import Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.config.checks import cross_field, require_not_above
+
+
+def redact_url(target: int | str) -> int | str:
+    """``rtsp://user:secret@host/x`` -> ``rtsp://***@host/x``; indices and plain paths unchanged."""
+    if not isinstance(target, str):
+        return target
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return target
+    if "@" not in parts.netloc:
+        return target
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 class CameraConfig(BaseModel):
@@ -50,3 +65,8 @@ class CameraConfig(BaseModel):
             raise cross_field("path", "required when source is '{source}'", source=self.source)
         require_not_above("reconnect_min_s", self.reconnect_min_s, "reconnect_max_s", self.reconnect_max_s)
         return self
+
+    @property
+    def display_path(self) -> str | None:
+        """``path`` fit for logs and summaries: a stream URL's user:password replaced by ``***``."""
+        return None if self.path is None else str(redact_url(self.path))

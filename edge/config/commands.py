@@ -72,7 +72,7 @@ def summary(config: Config) -> list[str]:
         f"models     emg={models.emg or '(shipped)'} face={models.face or '(shipped)'} "
         f"threads={models.num_threads}",
         f"camera     {config.camera.source}"
-        + (f" {config.camera.path}" if config.camera.path else "")
+        + (f" {config.camera.display_path}" if config.camera.path else "")
         + f" at most {config.camera.fps:g} fps; face detector "
         + (f"YuNet {config.face.detector_model}" if config.face.detector_model else "Haar (built-in)")
         + f", policy {config.face.policy}",

@@ -104,6 +104,9 @@ class EmgConfig(BaseModel):
     queue_size: int = Field(
         default=64, ge=1, description="Sample blocks buffered between the reader and the classifier."
     )
+    weight: float = Field(
+        default=1.0, ge=0, description="Weight of the EMG modality when fused with the others (0: ignored)."
+    )
     serial: EmgSerialConfig = Field(default_factory=EmgSerialConfig, description="Serial EMG board.")
     replay: EmgReplayConfig = Field(default_factory=EmgReplayConfig, description="Replay of a recording.")
 

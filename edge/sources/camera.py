@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.config.camera import CameraConfig
+from edge.config.camera import CameraConfig, redact_url
 from edge.queues import LatestSlot
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,8 @@ class OpenCvCamera(_VideoCaptureCamera):
     ) -> None:
         super().__init__(reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s)
         self.target: int | str = int(target) if isinstance(target, str) and target.isdigit() else target
+        # Stream URLs may carry user:password; messages (logs, stats on MQTT) get this form instead.
+        self.display = redact_url(self.target)
         self.width = width
         self.height = height
         self._cap: Any = None
@@ -282,7 +284,7 @@ class OpenCvCamera(_VideoCaptureCamera):
         cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():
             cap.release()
-            raise CameraError(f"cannot open camera {self.target!r}")
+            raise CameraError(f"cannot open camera {self.display!r}")
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         # A driver-side queue of frames would be stale by the time we read them; not every backend obeys.
@@ -292,7 +294,7 @@ class OpenCvCamera(_VideoCaptureCamera):
     def _read(self) -> NDArray[np.uint8] | None:
         ok, image = self._cap.read()
         if not ok or image is None:
-            raise CameraError(f"camera {self.target!r} stopped delivering frames")
+            raise CameraError(f"camera {self.display!r} stopped delivering frames")
         return _bgr(image)
 
 
