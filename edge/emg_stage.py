@@ -17,7 +17,6 @@ from edge.latency import RecentLatencies
 from edge.queues import CountingQueue
 from edge.sources.chunk import SampleChunk
 
-
 # Well above the jitter of serial reads (tens of ms), well below the decision's staleness_s.
 MAX_CLOCK_DRIFT_S = 0.25
 

@@ -45,6 +45,9 @@ class Frame:
     index: int  # counts captured frames of this source from 0; gaps are frames the consumer never saw
 
 
+STREAM_TIMEOUT_MS = 5000
+
+
 @dataclass
 class CameraStats:
     connected: bool = False
@@ -281,7 +284,18 @@ class OpenCvCamera(_VideoCaptureCamera):
         self._cap: Any = None
 
     def _open(self) -> None:
-        cap = cv2.VideoCapture(self.target)
+        if isinstance(self.target, str):
+            # A stream that never answers would otherwise block this thread for FFmpeg's default (30 s),
+            # longer than systemd waits for a stop.
+            timeouts = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                STREAM_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                STREAM_TIMEOUT_MS,
+            ]
+            cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, timeouts)
+        else:
+            cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():
             cap.release()
             raise CameraError(f"cannot open camera {self.display!r}")
