@@ -213,6 +213,7 @@ def export(args: argparse.Namespace) -> int:
     int8_rep = classification_report(y_val, int8_out.argmax(axis=1), FER_LABELS)
     log = work / "log.csv"
     epochs = max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
+    settings = json.loads((work / "config.json").read_text())
 
     def make_card(model_sha: str, in_q: TensorQuantization, out_q: TensorQuantization) -> ModelCard:
         return ModelCard(
@@ -232,7 +233,7 @@ def export(args: argparse.Namespace) -> int:
                 "epochs_trained": epochs,
             },
             training_data=[DataRef(name=Path(args.data).name, sha256=sha256_file(args.data))],
-            training={"command": " ".join(sys.argv), **json.loads((work / "config.json").read_text())},
+            training={"command": " ".join(sys.argv), **settings},
         )
 
     card = write_model(tflite, out / "face.tflite", make_card)
@@ -253,7 +254,9 @@ def export(args: argparse.Namespace) -> int:
                 f"| int8 (`face.tflite`) | {_pct(int8_rep['accuracy'])} | {_pct(int8_rep['macro_f1'])} "
                 f"| {size_kb:.0f} KiB |",
                 "",
-                f"Epochs trained: {epochs}. Labels: {', '.join(FER_LABELS)}.",
+                f"Epochs trained: {epochs}"
+                + (f", continuing from `{settings['init_weights']}`" if settings.get("init_weights") else "")
+                + f". Labels: {', '.join(FER_LABELS)}.",
                 "",
                 "Confusion (int8; rows true, columns predicted):",
                 "",
