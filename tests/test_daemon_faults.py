@@ -78,7 +78,11 @@ def test_broker_restarted_five_times_loses_no_event(tmp_path: Path, emg_csv: Pat
         daemon.kill()
     pending, last_seq = outbox_state(tmp_path)
     assert pending == 0, "every event was acknowledged by the broker before the clean stop"
-    wait_until(lambda: set(received_seqs(sub)) >= set(range(1, last_seq + 1)), 10, what="all events")
+    try:
+        wait_until(lambda: set(received_seqs(sub)) >= set(range(1, last_seq + 1)), 30, what="all events")
+    except AssertionError:
+        missing = sorted(set(range(1, last_seq + 1)) - set(received_seqs(sub)))
+        raise AssertionError(f"missing seqs {missing} of {last_seq}") from None
     sub.close()
     broker.stop()
     seqs = received_seqs(sub)
