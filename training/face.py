@@ -233,7 +233,7 @@ def export(args: argparse.Namespace) -> int:
                 "epochs_trained": epochs,
             },
             training_data=[DataRef(name=Path(args.data).name, sha256=sha256_file(args.data))],
-            training={"command": " ".join(sys.argv), **settings},
+            training={**settings, "export_command": " ".join(sys.argv)},
         )
 
     card = write_model(tflite, out / "face.tflite", make_card)
