@@ -189,30 +189,42 @@ class HaarDetector:
         return self._scaler.to_frame(rows, scale, height, width)
 
 
+class DetectorError(ValueError):
+    """The configured face detector cannot be used: a config problem, reported against ``key``."""
+
+    key = "face.detector_model"
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.args[0]}"
+
+
 def make_detector(cfg: FaceConfig) -> FaceDetector:
-    """YuNet when ``cfg.detector_model`` is set, else the Haar cascade; ValueError when it cannot load."""
-    if cfg.detector_model is None:
-        return HaarDetector(cfg.detect_max_side or HAAR_DETECT_MAX_SIDE, cfg.min_face_px)
-    path = cfg.detector_model.expanduser()
-    if not path.is_file():
-        raise ValueError(
-            f"face.detector_model: {path} does not exist; download it with `emotion-edge models fetch`"
-        )
-    digest = sha256_of(path)
-    if digest != YUNET_SHA256:
-        # Other YuNet releases (2022mar, int8) work too; only say so, since a wrong file fails to load anyway.
-        log.warning(
-            "face.detector_model %s is not the known YuNet 2023mar model (sha256 %s); using it anyway",
+    """YuNet when ``cfg.detector_model`` is set, else the Haar cascade; DetectorError when it cannot load."""
+    try:
+        if cfg.detector_model is None:
+            return HaarDetector(cfg.detect_max_side or HAAR_DETECT_MAX_SIDE, cfg.min_face_px)
+        path = cfg.detector_model.expanduser()
+        if not path.is_file():
+            raise DetectorError(f"{path} does not exist; download it with `emotion-edge models fetch`")
+        digest = sha256_of(path)
+        if digest != YUNET_SHA256:
+            # Other YuNet releases (2022mar, int8) work too; only say so, since a wrong file fails to load.
+            log.warning(
+                "face.detector_model %s is not the known YuNet 2023mar model (sha256 %s); using it anyway",
+                path,
+                digest,
+            )
+        return YuNetDetector(
             path,
-            digest,
+            cfg.detect_max_side or YUNET_DETECT_MAX_SIDE,
+            cfg.score_threshold,
+            cfg.nms_threshold,
+            cfg.min_face_px,
         )
-    return YuNetDetector(
-        path,
-        cfg.detect_max_side or YUNET_DETECT_MAX_SIDE,
-        cfg.score_threshold,
-        cfg.nms_threshold,
-        cfg.min_face_px,
-    )
+    except DetectorError:
+        raise
+    except ValueError as exc:  # an unreadable model file, or an OpenCV without Haar cascades
+        raise DetectorError(str(exc)) from None
 
 
 def select(boxes: list[FaceBox], policy: Literal["largest", "all"]) -> list[FaceBox]:

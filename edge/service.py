@@ -6,7 +6,6 @@ sources -> dsp -> models -> decision -> publish -> service (this module)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -216,17 +215,15 @@ class Service:
         is touched.
         """
         from edge.face import FaceClassifier, FacePipeline
-        from edge.face_detect import make_detector
+        from edge.face_detect import DetectorError, make_detector
 
         classifier = FaceClassifier(
             cfg.models.face or shipped_model(SHIPPED_FACE_MODEL), cfg.models.num_threads
         )
         try:
             detector = make_detector(cfg.face)
-        except ValueError as exc:  # a missing or unreadable model file, or an OpenCV without cascades
-            raise ConfigError(
-                [("face.detector_model", str(exc).removeprefix("face.detector_model: "))]
-            ) from None
+        except DetectorError as exc:
+            raise ConfigError([(exc.key, exc.args[0])]) from None
         return FacePipeline(detector, classifier, cfg.face.policy)
 
     async def _start_camera(self, pipeline: FacePipeline | None = None) -> None:
@@ -276,8 +273,7 @@ class Service:
         self.camera = self.camera_stage = self.camera_slot = None
         self._camera_tasks = []
         self._faces = []
-        with contextlib.suppress(KeyError):
-            self.watchdog.unregister("camera")
+        self.watchdog.unregister("camera")
 
     def _max_silence_s(self) -> float:
         interval = self.notifier.watchdog_interval_s()
@@ -383,9 +379,8 @@ class Service:
             self.emg_stage.close()
         self.emg_source = self.emg_stage = self.emg_queue = None
         self._emg_tasks = []
-        with contextlib.suppress(KeyError):
-            self.watchdog.unregister("emg_source")
-            self.watchdog.unregister("emg_inference")
+        self.watchdog.unregister("emg_source")
+        self.watchdog.unregister("emg_inference")
 
     async def _shutdown(self) -> None:
         await self._stop_camera()
@@ -680,16 +675,18 @@ class Service:
             return
         while True:
             await asyncio.sleep(interval)
-            # A source that is down is handled by reconnecting, not by a restart; only a source
-            # that is up yet delivers nothing counts as stalled. Decided afresh on every tick from
-            # the current state (pause/resume are idempotent), so switches, reloads and reconnects
+            # A source that is down is handled by reconnecting, not by a restart, and a paused or
+            # finished one (a replay at its end) has nothing to deliver; only an available source that
+            # delivers nothing counts as stalled. Decided afresh on every tick from the same availability
+            # that MQTT reports (pause/resume are idempotent), so switches, reloads and reconnects
             # elsewhere cannot leave a stage watched while its source is down.
-            if self.emg_source is not None:
-                watch_emg = self.emg_source.available and not self.switches["emg_paused"]
-                (self.watchdog.resume if watch_emg else self.watchdog.pause)("emg_source")
-            if self.camera is not None:
-                watch_camera = self._modality_availability()["camera"]
-                (self.watchdog.resume if watch_camera else self.watchdog.pause)("camera")
+            available = self._modality_availability()
+            for sensor, stage, running in (
+                ("emg", "emg_source", self.emg_source),
+                ("camera", "camera", self.camera),
+            ):
+                if running is not None:
+                    (self.watchdog.resume if available[sensor] else self.watchdog.pause)(stage)
             healthy, stalled = self.watchdog.healthy()
             if healthy:
                 self.notifier.watchdog()

@@ -256,3 +256,25 @@ def test_run_with_invalid_config_exits_78(tmp_path: Path, bad: str) -> None:
     key = "mqtt.port" if "port" in bad else "emg.source"
     assert key in daemon.log
     json.dumps(daemon.log)  # printable
+
+
+def test_watchdog_stays_fed_after_a_replay_ends(tmp_path: Path, emg_csv: Path) -> None:
+    """A finished replay has nothing to deliver: its stage must stay unwatched, not count as stalled."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = daemon_config(tmp_path, broker.port, emg=replay_emg(emg_csv, speed="max", loop=False))
+    daemon = Daemon(config, tmp_path, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "500000"})
+    try:
+        notify.wait_for("READY=1")
+        wait_until(lambda: "EMG input ended" in daemon.log, 60, what="the end of the replay")
+        notify.drain()
+        notify.messages.clear()
+        time.sleep(4.0)  # twice the stage grace
+        notify.drain()
+        pings = [t for t, m in notify.messages if m == "WATCHDOG=1"]
+        assert pings and max(pings) > time.monotonic() - 1.0, "watchdog pings stopped after the replay ended"
+        assert "stalled stage" not in daemon.log
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        broker.stop()

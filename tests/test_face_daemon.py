@@ -6,8 +6,11 @@ import json
 import shutil
 import signal
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -92,6 +95,45 @@ def camera_toml(source: str, path: Path, yunet: Path, loop: bool = False) -> str
     )
 
 
+EMG_OFF = '[emg]\nsource = "off"\n'
+
+
+def photo_folder(folder: Path, *names: str) -> Path:
+    """A folder camera's input: copies of the named photos from ../shared/data/faces."""
+    folder.mkdir()
+    for name in names:
+        shutil.copy(shared_file(f"faces/{name}"), folder / name)
+    return folder
+
+
+class Running(NamedTuple):
+    sub: Subscriber
+    daemon: Daemon
+    config: Path
+
+
+@contextmanager
+def running_daemon(
+    tmp_path: Path,
+    emg: str,
+    *,
+    topics: Sequence[str] = (f"{BASE}/#",),
+    env: dict[str, str] | None = None,
+    **config: Any,
+) -> Iterator[Running]:
+    """A mosquitto, a subscriber recording ``topics`` and ``emotion-edge run``; all stopped on the way out."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, list(topics))
+    config_path = daemon_config(tmp_path, broker.port, emg=emg, **config)
+    daemon = Daemon(config_path, tmp_path, env=env)
+    try:
+        yield Running(sub, daemon, config_path)
+    finally:
+        daemon.kill()
+        sub.close()
+        broker.stop()
+
+
 def test_real_photos_faces_and_emotion(pipeline: FacePipeline) -> None:
     faces = {
         "skimage_astronaut.png": 1,
@@ -113,12 +155,8 @@ def test_video_through_daemon_follows_face_labels(
     faces = pick_faces(pipeline, sorted(set(sequence)))
     video = tmp_path / "faces.avi"
     write_video(video, [faces[e] for e in sequence], seconds_each=3.0)
-    broker = Mosquitto(tmp_path / "broker").start()
-    sub = Subscriber(broker.port, ["#"])
-    emg_off = '[emg]\nsource = "off"\n'
-    config = daemon_config(tmp_path, broker.port, emg=emg_off + camera_toml("file", video, yunet))
-    daemon = Daemon(config, tmp_path)
-    try:
+    emg = EMG_OFF + camera_toml("file", video, yunet)
+    with running_daemon(tmp_path, emg, topics=["#"]) as (sub, daemon, _):
         sub.wait_for(f"{BASE}/modality/camera/available", lambda m: b"ON" in m, timeout=30)
         wait_until(
             lambda: [e["emotion"] for e in sub.json_on(f"{BASE}/event") if e["type"] == "new"] == sequence,
@@ -127,10 +165,6 @@ def test_video_through_daemon_follows_face_labels(
         )
         state = json.loads(sub.last(f"{BASE}/state") or b"{}")
         assert daemon.stop() == 0
-    finally:
-        daemon.kill()
-        sub.close()
-        broker.stop()
     events = sub.json_on(f"{BASE}/event")
     assert all(e["modalities"] in (["face"], []) for e in events)
     assert state["faces"] and set(state["faces"][0]) >= {"box", "emotion", "confidence", "probs"}
@@ -178,20 +212,9 @@ def captured(sub: Subscriber) -> int:
 
 
 def test_privacy_switch_stops_capture(tmp_path: Path, yunet: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ["skimage_astronaut.png", "facerec_obama.jpg"]:
-        shutil.copy(shared_file(f"faces/{name}"), photos / name)
-    broker = Mosquitto(tmp_path / "broker").start()
-    sub = Subscriber(broker.port, [f"{BASE}/#"])
-    config = daemon_config(
-        tmp_path,
-        broker.port,
-        emg='[emg]\nsource = "off"\n' + camera_toml("images", photos, yunet, loop=True),
-        stats_interval_s=0.2,
-    )
-    daemon = Daemon(config, tmp_path)
-    try:
+    photos = photo_folder(tmp_path / "photos", "skimage_astronaut.png", "facerec_obama.jpg")
+    emg = EMG_OFF + camera_toml("images", photos, yunet, loop=True)
+    with running_daemon(tmp_path, emg, stats_interval_s=0.2) as (sub, daemon, _):
         wait_until(lambda: captured(sub) >= 5, 30, what="frames being captured")
         sub.client.publish(f"{BASE}/set/privacy", "ON", qos=1)
         sub.wait_for(f"{BASE}/switch/privacy", lambda m: m[-1:] == [b"ON"])
@@ -206,28 +229,13 @@ def test_privacy_switch_stops_capture(tmp_path: Path, yunet: Path) -> None:
         wait_until(lambda: captured(sub) > frozen + 3, 15, what="capture to resume")
         sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"ON"])
         assert daemon.stop() == 0
-    finally:
-        daemon.kill()
-        sub.close()
-        broker.stop()
     assert_no_pixels_left_the_process(sub, daemon.log, tmp_path, inputs=set(photos.iterdir()))
 
 
 def test_camera_failure_keeps_emg_running(tmp_path: Path, emg_csv: Path, yunet: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(shared_file("faces/skimage_astronaut.png"), photos / "a.png")
-    broker = Mosquitto(tmp_path / "broker").start()
-    sub = Subscriber(broker.port, [f"{BASE}/#"])
-    emg = replay_emg(emg_csv, speed=8, loop=True)
-    config = daemon_config(
-        tmp_path,
-        broker.port,
-        emg=emg + "\n" + camera_toml("images", photos, yunet, loop=True),
-        stats_interval_s=0.2,
-    )
-    daemon = Daemon(config, tmp_path)
-    try:
+    photos = photo_folder(tmp_path / "photos", "skimage_astronaut.png")
+    emg = replay_emg(emg_csv, speed=8, loop=True) + "\n" + camera_toml("images", photos, yunet, loop=True)
+    with running_daemon(tmp_path, emg, stats_interval_s=0.2) as (sub, daemon, _):
         sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"ON"], timeout=30)
         shutil.rmtree(photos)  # the camera goes away mid-run
         sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"OFF"], timeout=15)
@@ -236,30 +244,19 @@ def test_camera_failure_keeps_emg_running(tmp_path: Path, emg_csv: Path, yunet: 
         assert sub.last(f"{BASE}/modality/emg/available") == b"ON"
         camera = stats_of(sub)["camera"]
         assert isinstance(camera, dict) and camera["open_failures"] >= 1
-        photos.mkdir()
-        shutil.copy(shared_file("faces/skimage_astronaut.png"), photos / "a.png")
+        photo_folder(photos, "skimage_astronaut.png")
         sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"ON"], timeout=15)
         assert daemon.proc.poll() is None
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
-    finally:
-        daemon.kill()
-        sub.close()
-        broker.stop()
     assert "Traceback" not in daemon.log
 
 
 def test_emg_and_face_fuse_in_events_and_state(tmp_path: Path, emg_csv: Path, yunet: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(shared_file("faces/skimage_astronaut.png"), photos / "a.png")
-    broker = Mosquitto(tmp_path / "broker").start()
-    sub = Subscriber(broker.port, [f"{BASE}/#"])
+    photos = photo_folder(tmp_path / "photos", "skimage_astronaut.png")
     # Real-time EMG shares the camera's clock, so both stay fresh and both count.
-    emg = replay_emg(emg_csv, speed=1, loop=True)
-    config = daemon_config(tmp_path, broker.port, emg=emg + "\n" + camera_toml("images", photos, yunet, True))
-    daemon = Daemon(config, tmp_path)
-    try:
+    emg = replay_emg(emg_csv, speed=1, loop=True) + "\n" + camera_toml("images", photos, yunet, True)
+    with running_daemon(tmp_path, emg) as (sub, daemon, _):
         wait_until(
             lambda: any(json.loads(p).get("modalities") == ["emg", "face"] for p in sub.on(f"{BASE}/state")),
             30,
@@ -269,10 +266,6 @@ def test_emg_and_face_fuse_in_events_and_state(tmp_path: Path, emg_csv: Path, yu
             f"{BASE}/event", lambda m: any(b'"modalities":["emg","face"]' in p for p in m), timeout=30
         )
         assert daemon.stop() == 0
-    finally:
-        daemon.kill()
-        sub.close()
-        broker.stop()
     state = next(s for s in sub.json_on(f"{BASE}/state") if s["modalities"] == ["emg", "face"])
     # The union of labels: EMG has no neutral, the face model does.
     assert "neutral" in state["probs"] and "disgust" in state["probs"]
@@ -290,16 +283,9 @@ def test_face_leaving_ends_the_episode_with_the_camera_alone(
     for frame in [face] * (3 * FPS) + [empty] * (15 * FPS):
         writer.write(frame)
     writer.release()
-    broker = Mosquitto(tmp_path / "broker").start()
-    sub = Subscriber(broker.port, [f"{BASE}/#"])
-    config = daemon_config(
-        tmp_path,
-        broker.port,
-        emg='[emg]\nsource = "off"\n' + camera_toml("file", joined, yunet),
-        decision="staleness_s = 1.0\nend_after_s = 2.0\n",
-    )
-    daemon = Daemon(config, tmp_path)
-    try:
+    emg = EMG_OFF + camera_toml("file", joined, yunet)
+    decision = "staleness_s = 1.0\nend_after_s = 2.0\n"
+    with running_daemon(tmp_path, emg, decision=decision) as (sub, daemon, _):
         sub.wait_for(f"{BASE}/event", lambda m: any(b'"new"' in p for p in m), timeout=30)
         sub.wait_for(f"{BASE}/event", lambda m: any(b'"end"' in p for p in m), timeout=12)
         # Still streaming the empty scene: the end came from staleness, not from the source going away.
@@ -307,30 +293,15 @@ def test_face_leaving_ends_the_episode_with_the_camera_alone(
         state = json.loads(sub.last(f"{BASE}/state") or b"{}")
         assert state["emotion"] == "uncertain" and state["faces"] == []
         assert daemon.stop() == 0
-    finally:
-        daemon.kill()
-        sub.close()
-        broker.stop()
     events = sub.json_on(f"{BASE}/event")
     assert [(e["type"], e["emotion"]) for e in events] == [("new", "happy"), ("end", "happy")]
     assert events[-1]["modalities"] == ["face"]
 
 
 def test_bad_face_config_on_reload_keeps_the_running_pipeline(tmp_path: Path, yunet: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(shared_file("faces/skimage_astronaut.png"), photos / "a.png")
-    broker = Mosquitto(tmp_path / "broker").start()
-    sub = Subscriber(broker.port, [f"{BASE}/#"])
-    emg_off = '[emg]\nsource = "off"\n'
-    config = daemon_config(
-        tmp_path,
-        broker.port,
-        emg=emg_off + camera_toml("images", photos, yunet, loop=True),
-        stats_interval_s=0.2,
-    )
-    daemon = Daemon(config, tmp_path)
-    try:
+    photos = photo_folder(tmp_path / "photos", "skimage_astronaut.png")
+    emg = EMG_OFF + camera_toml("images", photos, yunet, loop=True)
+    with running_daemon(tmp_path, emg, stats_interval_s=0.2) as (sub, daemon, config):
         wait_until(lambda: captured(sub) >= 5, 30, what="frames being captured")
         good = config.read_text()
         config.write_text(good.replace(str(yunet), str(tmp_path / "missing.onnx")))
@@ -341,28 +312,15 @@ def test_bad_face_config_on_reload_keeps_the_running_pipeline(tmp_path: Path, yu
         wait_until(lambda: captured(sub) > before + 5, 15, what="capture to go on")
         assert sub.last(f"{BASE}/modality/camera/available") == b"ON"
         assert daemon.stop() == 0
-    finally:
-        daemon.kill()
-        sub.close()
-        broker.stop()
     assert "Traceback" not in daemon.log
 
 
 def test_missing_detector_model_at_start_exits_78_naming_the_key(tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    broker = Mosquitto(tmp_path / "broker").start()
-    config = daemon_config(
-        tmp_path,
-        broker.port,
-        emg='[emg]\nsource = "off"\n' + camera_toml("images", photos, tmp_path / "missing.onnx", loop=True),
+    emg = EMG_OFF + camera_toml(
+        "images", photo_folder(tmp_path / "photos"), tmp_path / "missing.onnx", loop=True
     )
-    daemon = Daemon(config, tmp_path)
-    try:
+    with running_daemon(tmp_path, emg) as (_, daemon, _):
         assert daemon.wait(30) == 78
-    finally:
-        daemon.kill()
-        broker.stop()
     assert "face.detector_model" in daemon.log and "missing.onnx" in daemon.log
     assert "Traceback" not in daemon.log
 
@@ -376,17 +334,11 @@ def test_privacy_toggled_while_the_camera_is_down_keeps_the_watchdog_fed(tmp_pat
     # watched while nothing can feed it: systemd would then restart a healthy daemon again and again.
     from tests.test_daemon_faults import NotifySocket
 
-    broker = Mosquitto(tmp_path / "broker").start()
-    sub = Subscriber(broker.port, [f"{BASE}/#"])
     notify = NotifySocket(tmp_path / "notify.sock")
-    config = daemon_config(
-        tmp_path,
-        broker.port,
-        emg='[emg]\nsource = "off"\n' + camera_toml("images", tmp_path / "no-such-folder", yunet, loop=True),
-    )
+    emg = EMG_OFF + camera_toml("images", tmp_path / "no-such-folder", yunet, loop=True)
     # WatchdogSec=0.5 s: pings every 0.25 s, a stage may be silent for 2 s.
-    daemon = Daemon(config, tmp_path, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "500000"})
-    try:
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "500000"}
+    with running_daemon(tmp_path, emg, env=env) as (sub, daemon, _):
         notify.wait_for("READY=1")
         sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"OFF"])
         time.sleep(1.0)
@@ -404,7 +356,3 @@ def test_privacy_toggled_while_the_camera_is_down_keeps_the_watchdog_fed(tmp_pat
         )
         assert "stalled stage" not in daemon.log
         assert daemon.stop() == 0
-    finally:
-        daemon.kill()
-        sub.close()
-        broker.stop()
