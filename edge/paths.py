@@ -1,26 +1,23 @@
-"""Where the shipped models live, in a source checkout and in an installed wheel."""
+"""Where the shipped models live: the package ``edge.models`` (the repository's ``models/``)."""
 
 from __future__ import annotations
 
-import os
-import sys
+from importlib.resources import files
 from pathlib import Path
 
-MODELS_ENV = "EMOTION_EDGE_MODELS"
 SHIPPED_EMG_MODEL = "emg/emg.tflite"
 SHIPPED_FACE_MODEL = "face/face.tflite"
 
 
-def models_dir() -> Path:
-    """``$EMOTION_EDGE_MODELS``, else the checkout's ``models/``, else the wheel's data dir."""
-    env = os.environ.get(MODELS_ENV)
-    if env:
-        return Path(env)
-    checkout = Path(__file__).resolve().parent.parent / "models"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "emotion-edge" / "models"
-
-
 def shipped_model(relative: str) -> Path:
-    return models_dir() / relative
+    """The path of a shipped model (its card sits beside it).
+
+    ``importlib.resources`` finds the package wherever it was installed (a venv, ``--user``, the
+    system, or an editable checkout, where ``edge.models`` maps to ``models/``), so no
+    ``sys.prefix`` or ``site-packages`` guessing. The interpreter needs a real file, and wheels
+    are always unpacked on disk; a zipped install is refused rather than silently copied.
+    """
+    resource = files("edge.models").joinpath(relative)
+    if not isinstance(resource, Path):
+        raise RuntimeError(f"edge.models is not installed on a file system ({resource!r}): install the wheel")
+    return resource

@@ -2,12 +2,26 @@
 # Quick start: install the runtime into .venv and run the daemon on a replayed EMG recording,
 # publishing to an embedded MQTT broker, with the events shown live.
 #   bash scripts/demo.sh [--emg-file FILE] [--speed N|max]
+# Paths are taken relative to the directory you run it from. The install is skipped when
+# pyproject.toml has not changed since the last one (the checkout is installed editable, so code
+# changes need no reinstall).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+VENV=$REPO/.venv
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+STAMP=$VENV/.emotion-edge-demo-install
+want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/emotion-edge" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  echo "emotion-edge demo: installing into $VENV (once) ..." >&2
+  log=$(mktemp)
+  if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip &&
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[demo]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
+  echo "$want" >"$STAMP"
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[demo]"
-exec .venv/bin/emotion-edge demo "$@"
+exec "$VENV/bin/emotion-edge" demo "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -12,14 +13,18 @@ SHARED_DATA = Path(os.environ.get("EMOTION_EDGE_SHARED_DATA", REPO.parent / "sha
 SHIPPED_EMG = REPO / "models" / "emg" / "emg.tflite"
 
 
+def missing(message: str) -> NoReturn:
+    """Something a test needs is not here: fail under CI (never a silent skip), skip locally."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def shared_file(relative: str) -> Path:
-    """A file from ../shared/data. Missing data fails under CI (never a silent skip), skips locally."""
+    """A file from ../shared/data (see :func:`missing`)."""
     path = SHARED_DATA / relative
     if not path.exists():
-        message = f"test data missing: {path}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"test data missing: {path}")
     return path
 
 

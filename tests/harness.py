@@ -41,6 +41,22 @@ def mosquitto_binary() -> str:
     return exe
 
 
+def copy_checkout(dst: Path) -> Path:
+    """The checkout's files as a fresh clone would have them (tracked plus untracked-not-ignored,
+    so uncommitted work is tested too), without .venv, build outputs or caches."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        if (REPO / name).is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dst / name)
+    return dst
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,16 +15,21 @@ import numpy as np
 from edge.face import FER2013_LABELS, FaceClassifier
 from edge.model_card import load_card
 from tests.conftest import REPO, shared_file
+from training.face import lr_at
 
 EPOCHS = 8
 
 
-def logged_epochs(work: Path) -> list[int]:
+def logged(work: Path, column: str = "epoch") -> list[float]:
     log = work / "log.csv"
     if not log.exists():
         return []
     with log.open() as fh:
-        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+        return [float(row[column]) for row in csv.DictReader(fh)]
+
+
+def logged_epochs(work: Path) -> list[int]:
+    return [int(e) for e in logged(work)]
 
 
 def test_training_resumes_after_a_kill_and_exports_full_int8(tmp_path: Path) -> None:
@@ -47,6 +52,10 @@ def test_training_resumes_after_a_kill_and_exports_full_int8(tmp_path: Path) -> 
     epochs = logged_epochs(work)
     assert epochs[-1] == EPOCHS - 1
     assert epochs.count(0) == 1 and epochs == sorted(epochs), f"restarted instead of resuming: {epochs}"
+    # The schedule continued where it stopped: each epoch's learning rate is the one-cycle value at
+    # that epoch's last step (256 images / batch 32 = 8 steps, 3 warm-up epochs, then cosine).
+    expected = [float(lr_at((e + 1) * 8, 0.03, 3 * 8, EPOCHS * 8)) for e in range(EPOCHS)]
+    np.testing.assert_allclose(logged(work, "lr"), expected, atol=2e-6)
 
     export = [sys.executable, "-m", "training.face", "export", "--data", str(data), "--work", str(work)]
     export += ["--out", str(out), "--limit", "256"]

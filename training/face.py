@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,17 +68,21 @@ def load_fer(path: Path) -> dict[str, NDArray[Any]]:
     }
 
 
-def build_model(width: int = 32, dropout: float = 0.4, weight_decay: float = 1e-4) -> Any:
+def build_model(
+    width: int = 32, dropout: float = 0.4, weight_decay: float = 1e-4, input_size: int | None = SIZE
+) -> Any:
     """A VGG-style CNN (Khaireddin & Chen 2021 family) slimmed to ~1.2M parameters.
 
-    Input: grayscale 48x48 in [0, 1]. Four conv blocks (2 x conv-BN-ReLU, max-pool), global
-    average pooling, dropout, softmax. Fits the 1.5 MB int8 budget with room to spare.
+    Input: grayscale faces in [0, 1], 48x48 by default; fully convolutional, so ``input_size=None``
+    trains on random crops and the same weights run on the whole face. Four conv blocks
+    (2 x conv-BN-ReLU, max-pool), global average pooling, dropout, softmax. Fits the 1.5 MB int8
+    budget with room to spare.
     """
     import keras
     from keras import layers, regularizers
 
     reg = regularizers.l2(weight_decay)
-    inputs = keras.Input((SIZE, SIZE, 1), name="face")
+    inputs = keras.Input((input_size, input_size, 1), name="face")
     x = inputs
     for i, filters in enumerate([width, width * 2, width * 4, width * 8]):
         for j in range(2):
@@ -93,107 +98,269 @@ def build_model(width: int = 32, dropout: float = 0.4, weight_decay: float = 1e-
     return keras.Model(inputs, outputs, name="fer_cnn")
 
 
-def augmenter(seed: int) -> Any:
-    """Flips, small rotations, shifts and zooms, plus contrast jitter: the FER2013 standard set."""
-    import keras
-    from keras import layers
-
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomRotation(0.05, fill_mode="nearest", seed=seed + 1),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 2),
-            layers.RandomZoom((-0.15, 0.15), fill_mode="nearest", seed=seed + 3),
-            layers.RandomContrast(0.3, seed=seed + 4),
-        ],
-        name="augment",
-    )
-
-
-def _datasets(d: dict[str, NDArray[Any]], batch: int, seed: int) -> tuple[Any, Any]:
+def lr_at(step: Any, base_lr: float, warmup_steps: int, total_steps: int) -> Any:
+    """Linear warm-up from 10% to ``base_lr``, then one cosine cycle to 0 at ``total_steps``."""
     import tensorflow as tf
 
-    aug = augmenter(seed)
+    step = tf.cast(step, tf.float32)
+    warm = base_lr * (0.1 + 0.9 * step / max(1, warmup_steps))
+    progress = tf.clip_by_value((step - warmup_steps) / max(1, total_steps - warmup_steps), 0.0, 1.0)
+    cosine = 0.5 * base_lr * (1.0 + tf.cos(np.pi * progress))
+    return tf.where(step < warmup_steps, warm, cosine)
 
-    def prep(x: Any, y: Any) -> tuple[Any, Any]:
-        return tf.cast(x, tf.float32)[..., None] / 255.0, tf.one_hot(y, len(FER_LABELS))
 
-    train = (
-        tf.data.Dataset.from_tensor_slices((d["x_train"], d["y_train"]))
-        .shuffle(len(d["y_train"]), seed=seed, reshuffle_each_iteration=True)
-        .map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch)
-        .map(
-            lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    val = (
-        tf.data.Dataset.from_tensor_slices((d["x_val"], d["y_val"]))
-        .map(prep)
-        .batch(256)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    return train, val
+def _cosine_schedule(base_lr: float, warmup_steps: int, total_steps: int) -> Any:
+    """A Keras schedule driven by the optimiser's own step counter, which the state file keeps, so
+    a resumed run continues the same cycle exactly."""
+    import keras
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore[misc]
+        def __call__(self, step: Any) -> Any:
+            return lr_at(step, base_lr, warmup_steps, total_steps)
+
+        def get_config(self) -> dict[str, Any]:
+            return {"base_lr": base_lr, "warmup_steps": warmup_steps, "total_steps": total_steps}
+
+    return WarmupCosine()
+
+
+def _save_atomic(path: Path, **arrays: Any) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _pack(prefix: str, values: Sequence[Any]) -> dict[str, Any]:
+    return {f"{prefix}_{i:03d}": np.asarray(v) for i, v in enumerate(values)}
+
+
+def _unpack(saved: Any, prefix: str) -> list[Any]:
+    return [saved[k] for k in sorted(k for k in saved.files if k.startswith(prefix + "_"))]
+
+
+def load_weights_npz(path: Path | str) -> list[Any]:
+    """Model weights from a state/selection file (``w...`` keys) or a plain ``np.savez(*weights)``."""
+    with np.load(path) as saved:
+        if any(k.startswith("w_") for k in saved.files):
+            return _unpack(saved, "w")
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def train(args: argparse.Namespace) -> int:
     import keras
     import tensorflow as tf
 
+    from training.face_augment import AugmentSettings, augment_batch, centre_crop
+
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     d = load_fer(Path(args.data))
     if args.limit:
         d = {k: v[: args.limit] for k, v in d.items()}
+    n_train = len(d["y_train"])
+    steps_per_epoch = int(np.ceil(n_train / args.batch))
+    total_steps = steps_per_epoch * args.epochs
+    aug = AugmentSettings(crop=args.crop, erase_p=args.erase_p)
     print(
-        f"train {len(d['y_train'])} val {len(d['y_val'])}; GPUs: {tf.config.list_physical_devices('GPU')}",
-        flush=True,
+        f"train {n_train} val {len(d['y_val'])}; GPUs: {tf.config.list_physical_devices('GPU')}", flush=True
     )
-    train_ds, val_ds = _datasets(d, args.batch, args.seed)
-    steps = int(np.ceil(len(d["y_train"]) / args.batch))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        args.lr * 0.1, decay_steps=steps * args.epochs, warmup_target=args.lr, warmup_steps=steps * 2
-    )
-    model = build_model(args.width, args.dropout)
-    if args.init_weights:
-        # Continue from an earlier run (e.g. the committed checkpoint) with a fresh schedule.
-        if str(args.init_weights).endswith(".npz"):
-            with np.load(args.init_weights) as saved:
-                model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
-        else:
-            model.load_weights(args.init_weights)
-    model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
-        metrics=["accuracy"],
-        # Keras' "auto" leaves XLA off on a CPU-only TensorFlow; on for this CNN a training step on
-        # 2 CPU cores took 578 ms instead of 676 ms (batch 64).
-        jit_compile=True,
-    )
+
+    state_path, best_path = work / "state.npz", work / "best.npz"
     settings = {k: v for k, v in vars(args).items() if not callable(v)}
-    (work / "config.json").write_text(json.dumps(settings, indent=2))
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=args.epochs,
-        verbose=2,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(str(work / "backup")),
-            keras.callbacks.ModelCheckpoint(
-                str(work / "best.keras"), monitor="val_accuracy", save_best_only=True
-            ),
-            keras.callbacks.CSVLogger(str(work / "log.csv"), append=True),
-        ],
+    model = build_model(args.width, args.dropout, input_size=None)
+    optimizer = keras.optimizers.SGD(
+        _cosine_schedule(args.lr, steps_per_epoch * args.warmup_epochs, total_steps),
+        momentum=0.9,
+        nesterov=True,
     )
+    optimizer.build(model.trainable_variables)
+    ema = [tf.Variable(w, trainable=False) for w in model.get_weights()]
+    start_epoch, best_acc = 0, -1.0
+    if state_path.exists():
+        with np.load(state_path) as saved:
+            model.set_weights(_unpack(saved, "w"))
+            for var, value in zip(optimizer.variables, _unpack(saved, "o"), strict=True):
+                var.assign(value)
+            for var, value in zip(ema, _unpack(saved, "e"), strict=True):
+                var.assign(value)
+            start_epoch, best_acc = int(saved["epoch"]) + 1, float(saved["best_acc"])
+        saved_settings = json.loads((work / "config.json").read_text())
+        for key in ("epochs", "batch", "lr", "width", "crop", "warmup_epochs", "seed", "limit"):
+            if saved_settings.get(key) != settings.get(key):
+                raise SystemExit(
+                    f"{work} was started with {key}={saved_settings.get(key)}; resume with the same"
+                )
+        print(f"resuming at epoch {start_epoch} (step {int(optimizer.iterations.numpy())})", flush=True)
+    else:
+        if args.init_weights:
+            model.set_weights(load_weights_npz(args.init_weights))
+            for var, value in zip(ema, model.get_weights(), strict=True):
+                var.assign(value)
+        (work / "config.json").write_text(json.dumps(settings, indent=2))
+
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+    weights = model.weights
+
+    def step(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            loss = loss_fn(y, probs) + tf.add_n(model.losses)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        # EMA of every weight (BN statistics too), with a short warm-up so early epochs are usable.
+        it = tf.cast(optimizer.iterations, tf.float32)
+        decay = tf.minimum(args.ema, (1.0 + it) / (10.0 + it))
+        for e, w in zip(ema, weights, strict=True):
+            e.assign(decay * e + (1.0 - decay) * tf.cast(w, e.dtype))
+        correct = tf.reduce_sum(tf.cast(tf.argmax(probs, 1) == tf.argmax(y, 1), tf.float32))
+        return loss, correct
+
+    def batches(epoch: int) -> Any:
+        order = np.random.default_rng([args.seed, epoch]).permutation(n_train)
+        for i in range(steps_per_epoch):
+            idx = order[i * args.batch : (i + 1) * args.batch]
+            yield (
+                d["x_train"][idx],
+                d["y_train"][idx].astype(np.int32),
+                np.array([args.seed, epoch * 100_000 + i]),
+            )
+
+    def dataset(epoch: int) -> Any:
+        spec = (
+            tf.TensorSpec([None, SIZE, SIZE], tf.uint8),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([2], tf.int64),
+        )
+
+        def prep(x: Any, y: Any, seed: Any) -> Any:
+            x = tf.cast(x, tf.float32)[..., None] / 255.0
+            return augment_batch(x, tf.cast(seed, tf.int32), aug), tf.one_hot(y, len(FER_LABELS))
+
+        gen = tf.data.Dataset.from_generator(lambda: batches(epoch), output_signature=spec)
+        return gen.map(prep, num_parallel_calls=2).prefetch(4)
+
+    xla = _choose_xla(args.xla, step, dataset(start_epoch), optimizer, model, ema)
+    train_step = tf.function(step, jit_compile=xla, reduce_retracing=True)
+    x_val = d["x_val"].astype(np.float32)[..., None] / 255.0
+
+    def val_accuracy(crop: bool) -> float:
+        x = centre_crop(x_val, args.crop) if crop else x_val
+        probs = model.predict(x, batch_size=256, verbose=0)
+        return float(np.mean(probs.argmax(axis=1) == d["y_val"]))
+
+    log = work / "log.csv"
+    if not log.exists():
+        log.write_text("epoch,lr,train_loss,train_acc,ema_val_acc_full,ema_val_acc_crop,seconds,xla\n")
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.monotonic()
+        loss_sum, correct_sum, seen = 0.0, 0.0, 0
+        for x, y in dataset(epoch):
+            loss, correct = train_step(x, y)
+            loss_sum += float(loss) * len(y)
+            correct_sum += float(correct)
+            seen += len(y)
+        raw = model.get_weights()
+        model.set_weights([e.numpy() for e in ema])
+        full, cropped = val_accuracy(False), val_accuracy(True)
+        ema_weights = model.get_weights()
+        model.set_weights(raw)
+        acc, mode = max((full, "full"), (cropped, "centre_crop"))
+        if acc > best_acc:
+            best_acc = acc
+            _save_atomic(best_path, **_pack("w", ema_weights), epoch=epoch, acc=acc, mode=np.array(mode))
+        lr = float(lr_at(optimizer.iterations, args.lr, steps_per_epoch * args.warmup_epochs, total_steps))
+        _save_atomic(
+            state_path,
+            **_pack("w", raw),
+            **_pack("o", [v.numpy() for v in optimizer.variables]),
+            **_pack("e", ema_weights),
+            epoch=epoch,
+            best_acc=best_acc,
+        )
+        seconds = time.monotonic() - t0
+        with log.open("a") as fh:
+            fh.write(
+                f"{epoch},{lr:.6f},{loss_sum / seen:.4f},{correct_sum / seen:.4f},{full:.4f},{cropped:.4f},"
+                f"{seconds:.0f},{int(xla)}\n"
+            )
+        print(
+            f"epoch {epoch + 1}/{args.epochs} lr {lr:.5f} loss {loss_sum / seen:.4f}"
+            f" acc {correct_sum / seen:.4f}"
+            f" | EMA PublicTest full {full:.4f} crop {cropped:.4f} (best {best_acc:.4f}) {seconds:.0f}s",
+            flush=True,
+        )
     return 0
 
 
-def export(args: argparse.Namespace) -> int:
-    import keras
+def _choose_xla(choice: str, step: Any, data: Any, optimizer: Any, model: Any, ema: list[Any]) -> bool:
+    """``auto``: time both compilations on the same real batches and keep the faster one.
 
+    XLA's benefit on a small CPU varies with load and version (578 vs 676 ms on an idle machine,
+    963-1330 vs 552-831 ms under load), so it is measured at the start of each run. The trial steps
+    are undone afterwards, so the run itself is unchanged by the measurement.
+    """
+    import tensorflow as tf
+
+    if choice != "auto":
+        return choice == "on"
+    saved_w = model.get_weights()
+    saved_o = [v.numpy() for v in optimizer.variables]
+    saved_e = [e.numpy() for e in ema]
+    fns = {flag: tf.function(step, jit_compile=flag, reduce_retracing=True) for flag in (False, True)}
+    batches = list(data.take(16))
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for fn in fns.values():  # compile (not timed)
+        fn(*batches[0])
+    for i, (x, y) in enumerate(batches[1:]):
+        for flag in (False, True) if i % 2 else (True, False):
+            t0 = time.perf_counter()
+            fns[flag](x, y)[0].numpy()
+            times[flag].append(time.perf_counter() - t0)
+    model.set_weights(saved_w)
+    for var, value in zip(optimizer.variables, saved_o, strict=True):
+        var.assign(value)
+    for var, value in zip(ema, saved_e, strict=True):
+        var.assign(value)
+    med = {flag: float(np.median(t)) * 1000 for flag, t in times.items()}
+    print(
+        f"XLA A/B over {2 * len(times[True])} steps: off {med[False]:.0f} ms, on {med[True]:.0f} ms",
+        flush=True,
+    )
+    return med[True] < med[False]
+
+
+def inference_model(best: Path, settings: dict[str, Any], flip_tta: bool) -> tuple[Any, str]:
+    """The selected EMA weights in a fixed 48x48 graph the int8 converter accepts.
+
+    Training selected either the whole face or its centre crop (``mode`` in ``best.npz``); the crop
+    and the optional mirror average are layers of the graph, so the runtime's preprocessing (the
+    card's 48x48 face) stays the same whatever was chosen.
+    """
+    import keras
+    from keras import layers
+
+    with np.load(best) as saved:
+        mode = str(saved["mode"]) if "mode" in saved.files else "full"
+    core = build_model(settings.get("width", 32), settings.get("dropout", 0.4), input_size=None)
+    core.set_weights(load_weights_npz(best))
+    inputs = keras.Input((SIZE, SIZE, 1), name="face")
+    x = inputs
+    if mode == "centre_crop":
+        margin = (SIZE - int(settings["crop"])) // 2
+        x = layers.Cropping2D(margin, name="centre_crop")(x)
+    if flip_tta:
+        mirror = layers.Lambda(lambda t: t[:, :, ::-1, :], name="mirror")(x)
+        outputs = layers.Average(name="mirror_mean")([core(x), core(mirror)])
+    else:
+        outputs = core(x)
+    return keras.Model(inputs, outputs, name="fer_cnn_inference"), mode + ("+flip" if flip_tta else "")
+
+
+def export(args: argparse.Namespace) -> int:
     from edge.metrics import classification_report
     from edge.model_card import DataRef, FacePreprocessing, ModelCard, TensorQuantization, sha256_file
     from training.export import tf_int8_predict, to_int8_tflite, write_c_array, write_model
@@ -203,7 +370,9 @@ def export(args: argparse.Namespace) -> int:
     d = load_fer(Path(args.data))
     if args.limit:
         d = {k: v[: args.limit] for k, v in d.items()}
-    model = keras.models.load_model(work / "best.keras")
+    model, mode = inference_model(
+        work / "best.npz", json.loads((work / "config.json").read_text()), args.flip_tta
+    )
     x_val, y_val = d["x_val"], d["y_val"]
     calib = d["x_train"][np.random.default_rng(0).permutation(len(d["x_train"]))[:1000]]
     tflite = to_int8_tflite(model, calib.astype(np.float32)[..., None] / 255.0, max_calibration=1000)
@@ -231,6 +400,7 @@ def export(args: argparse.Namespace) -> int:
                 "int8": {k: int8_rep[k] for k in ("accuracy", "macro_f1", "n")},
                 "int8_confusion": int8_rep["confusion"],
                 "epochs_trained": epochs,
+                "inference": mode,
             },
             training_data=[DataRef(name=Path(args.data).name, sha256=sha256_file(args.data))],
             training={**settings, "export_command": " ".join(sys.argv)},
@@ -295,12 +465,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train (resumes automatically from <work>/backup)")
+    t = sub.add_parser("train", help="train (resumes exactly from <work>/state.npz)")
     t.add_argument("--data", required=True)
     t.add_argument("--work", default="runs/face")
-    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--epochs", type=int, default=120, help="length of the one cosine cycle")
     t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--lr", type=float, default=0.03, help="peak learning rate (after warm-up)")
+    t.add_argument("--warmup-epochs", type=int, default=3)
+    t.add_argument("--crop", type=int, default=44, help="random training crop of the 48x48 face")
+    t.add_argument("--erase-p", type=float, default=0.5, help="random-erasing probability")
+    t.add_argument("--ema", type=float, default=0.999, help="per-step decay of the weight average")
+    t.add_argument("--xla", choices=["auto", "on", "off"], default="auto", help="auto: 30-step A/B at start")
+    t.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
     t.add_argument("--width", type=int, default=32)
     t.add_argument("--dropout", type=float, default=0.4)
     t.add_argument("--seed", type=int, default=0)
@@ -309,11 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--init-weights", help="start from these weights (.npz of get_weights(), .keras, .weights.h5)"
     )
     t.set_defaults(func=train)
-    e = sub.add_parser("export", help="int8 .tflite + card + REPORT.md from <work>/best.keras")
+    e = sub.add_parser("export", help="int8 .tflite + card + REPORT.md from <work>/best.npz")
     e.add_argument("--data", required=True)
     e.add_argument("--work", default="runs/face")
     e.add_argument("--out", default="models/face")
     e.add_argument("--c-array", action="store_true")
+    e.add_argument("--flip-tta", action="store_true", help="average each face with its mirror, in-graph")
     e.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
     e.set_defaults(func=export)
     args = parser.parse_args(argv)
