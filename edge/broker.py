@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class BrokerUnavailable(RuntimeError):
@@ -37,6 +43,28 @@ def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send the broker SIGTERM when the daemon dies, however it dies.
+
+    A clean exit stops the broker in :meth:`EmbeddedBroker.stop`; this covers the rest (SIGKILL, a
+    crash), which would otherwise leave a broker running with nobody to stop it. None off Linux.
+    Linux ties the signal to the thread that starts the child, so start it from the event loop's
+    thread, not a worker thread that may end first.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    # Looked up before the fork: between fork and exec the child should do as little as possible.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    daemon = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != daemon:  # the daemon died before prctl took effect: no signal will come
+            os._exit(1)
+
+    return preexec
 
 
 class EmbeddedBroker:
@@ -65,9 +93,20 @@ class EmbeddedBroker:
     async def _start_mosquitto(self, exe: str) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="emotion-edge-broker-")
         conf = Path(self._tmp.name) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
+        lines = [f"listener {self.port} {self.host}", "allow_anonymous true", "persistence false"]
+        if os.geteuid() == 0:
+            # As root, mosquitto switches to its own user, and Linux clears the parent-death signal on
+            # that switch. This broker is the daemon's helper on loopback: it runs as the daemon does.
+            lines.append("user root")
+        conf.write_text("\n".join(lines) + "\n")
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [exe, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            # Its own session: Ctrl-C in the terminal reaches the daemon, which then stops the broker
+            # after its last messages, instead of both at once.
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         self.kind = "mosquitto"
         await self._wait_listening()
@@ -127,13 +166,24 @@ class EmbeddedBroker:
         raise BrokerUnavailable(f"embedded broker did not listen on {self.host}:{self.port}")
 
     async def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            await asyncio.to_thread(self._proc.wait, 5)
-        if self._amqtt is not None and self._amqtt_loop is not None:
-            fut = asyncio.run_coroutine_threadsafe(self._amqtt.shutdown(), self._amqtt_loop)
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(fut)
-            self._amqtt_loop.call_soon_threadsafe(self._amqtt_loop.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        try:
+            if self._proc is not None:
+                await asyncio.to_thread(_end, self._proc)
+            if self._amqtt is not None and self._amqtt_loop is not None:
+                fut = asyncio.run_coroutine_threadsafe(self._amqtt.shutdown(), self._amqtt_loop)
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(fut)
+                self._amqtt_loop.call_soon_threadsafe(self._amqtt_loop.stop)
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+
+def _end(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """SIGTERM, and SIGKILL for a broker that does not exit in time: it must not outlive the daemon."""
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -16,8 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edge.cli import fail
 from edge.config import EXIT_CONFIG, Config, ConfigError, load_config
 from edge.decision import EpisodeEvent
+from edge.recording import EMG_CHANNELS, RecordingError, RecordingUnreadable, load_recording, read_header
 
 log = logging.getLogger("edge")
 
@@ -70,14 +73,26 @@ def _load(path: Path | None, overrides: Mapping[str, str] | None = None) -> Conf
         return None
 
 
-def _serve(config: Config, config_path: Path | None, **kwargs: Any) -> int:
+def _serve(config: Config, config_path: Path | None, print_events: bool = False, **kwargs: Any) -> int:
     from edge.broker import BrokerUnavailable
+    from edge.demo_view import print_line
     from edge.model_card import CardError
     from edge.service import Service
 
+    def print_event(event: EpisodeEvent, payload: dict[str, Any]) -> None:
+        # --print-events: one JSON line per event; once nobody reads stdout (`| head`), stop the replay.
+        print_line(json.dumps(payload), service.request_stop)
+
     _setup_logging(config.logging.level)
     try:
-        return asyncio.run(Service(config, config_path, **kwargs).run())
+        service = Service(config, config_path, on_event=print_event if print_events else None, **kwargs)
+        return asyncio.run(service.run())
+    except RecordingUnreadable as exc:  # a replay file named by --config, or gone since it was checked
+        log.error("%s", exc)
+        return os.EX_NOINPUT
+    except RecordingError as exc:
+        log.error("%s", exc)
+        return os.EX_DATAERR
     except CardError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
@@ -101,30 +116,58 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _serve(config, args.config)
 
 
+def _replay_speed(text: str) -> str | None:
+    """``--speed`` as the config takes it: "max" or a real-time multiple > 0; None if it is neither."""
+    if text == "max":
+        return text
+    try:
+        speed = float(text)
+    except ValueError:
+        return None
+    return str(speed) if math.isfinite(speed) and speed > 0 else None
+
+
+def _bad_recording(exc: RecordingError) -> int:
+    """The recording named on the command line will not do: missing or unreadable, or not a recording."""
+    return fail(str(exc), os.EX_NOINPUT if isinstance(exc, RecordingUnreadable) else os.EX_DATAERR)
+
+
 def _replay_overrides(recording: Path, speed: str, source_layout: bool) -> dict[str, str]:
     return {
         "EMOTION_EDGE__EMG__SOURCE": "replay",
         "EMOTION_EDGE__EMG__REPLAY__PATH": str(recording),
-        "EMOTION_EDGE__EMG__REPLAY__SPEED": speed if speed == "max" else str(float(speed)),
+        "EMOTION_EDGE__EMG__REPLAY__SPEED": speed,
         "EMOTION_EDGE__EMG__REPLAY__SOURCE_LAYOUT": "true" if source_layout else "false",
         "EMOTION_EDGE__EMG__REPLAY__LOOP": "false",
     }
 
 
-def _print_event(event: EpisodeEvent, payload: dict[str, Any]) -> None:
-    print(json.dumps(payload), flush=True)
+def _state_in(state_dir: str) -> dict[str, str]:
+    """State (the outbox) in a throwaway folder: no privileges needed for /var/lib, nothing left behind."""
+    return {"EMOTION_EDGE__OUTBOX__PATH": str(Path(state_dir) / "outbox.sqlite3")}
+
+
+def _bad_speed(text: str) -> int:
+    return fail(f"--speed must be a positive real-time multiple or 'max', got {text!r}", os.EX_USAGE)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    overrides = _replay_overrides(args.recording, args.speed, args.source_layout)
-    if args.config is None:
-        # No config: keep the outbox out of /var/lib so a replay needs no privileges.
-        overrides.setdefault("EMOTION_EDGE__OUTBOX__PATH", str(Path(tempfile.mkdtemp()) / "outbox.sqlite3"))
-    config = _load(args.config, overrides)
-    if config is None:
-        return EXIT_CONFIG
-    on_event = _print_event if args.print_events else None
-    return _serve(config, args.config, on_event=on_event, exit_when_input_ends=True)
+    speed = _replay_speed(args.speed)
+    if speed is None:
+        return _bad_speed(args.speed)
+    try:
+        # Read once before anything starts, so a bad file is one line rather than a traceback later.
+        load_recording(args.recording, source_layout=args.source_layout)
+    except RecordingError as exc:
+        return _bad_recording(exc)
+    with tempfile.TemporaryDirectory(prefix="emotion-edge-") as state_dir:
+        overrides = _replay_overrides(args.recording, speed, args.source_layout)
+        if args.config is None:
+            overrides |= _state_in(state_dir)
+        config = _load(args.config, overrides)
+        if config is None:
+            return EXIT_CONFIG
+        return _serve(config, args.config, print_events=args.print_events, exit_when_input_ends=True)
 
 
 def fetch_public_recording(cache_dir: Path) -> Path:
@@ -147,13 +190,18 @@ def _sha256(data: bytes) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # Every check before the download: a typo should not cost a fetch first.
+    speed = _replay_speed(args.speed)
+    if speed is None:
+        return _bad_speed(args.speed)
     if args.emg_file is not None:
-        recording, source_layout = args.emg_file, False
-        if not recording.is_file():
-            print(f"emotion-edge: no such file: {recording}", file=sys.stderr)
-            return 66
-        with recording.open() as fh:
-            source_layout = fh.readline().strip().replace(" ", "") == "EMG1,EMG2,EMG3"
+        recording = args.emg_file
+        try:
+            # The source's emg_data.csv has a bare EMG1,EMG2,EMG3 header; the project's adds sample and label.
+            source_layout = read_header(recording) == list(EMG_CHANNELS)
+            load_recording(recording, source_layout=source_layout)
+        except RecordingError as exc:
+            return _bad_recording(exc)
     else:
         try:
             recording, source_layout = fetch_public_recording(args.cache_dir), True
@@ -168,14 +216,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_UNAVAILABLE
-    overrides = _replay_overrides(recording, args.speed, source_layout)
-    overrides["EMOTION_EDGE__OUTBOX__PATH"] = str(Path(tempfile.mkdtemp()) / "outbox.sqlite3")
-    overrides.setdefault("EMOTION_EDGE__LOGGING__LEVEL", "WARNING")
-    config = _load(None, overrides)
-    if config is None:
-        return EXIT_CONFIG
     from edge.demo_view import watch_events
 
-    pace = "full speed" if args.speed == "max" else f"{args.speed}x real time"
+    pace = "full speed" if speed == "max" else f"{args.speed}x real time"
     print(f"emotion-edge demo: replaying {recording} at {pace} through the daemon", flush=True)
-    return _serve(config, None, exit_when_input_ends=True, on_started=watch_events)
+    with tempfile.TemporaryDirectory(prefix="emotion-edge-") as state_dir:
+        overrides = _replay_overrides(recording, speed, source_layout) | _state_in(state_dir)
+        overrides.setdefault("EMOTION_EDGE__LOGGING__LEVEL", "WARNING")
+        config = _load(None, overrides)
+        if config is None:
+            return EXIT_CONFIG
+        return _serve(config, None, exit_when_input_ends=True, on_started=watch_events)

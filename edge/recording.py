@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,37 @@ class RecordingError(ValueError):
     """A recording file that cannot be read as EMG."""
 
 
+class RecordingUnreadable(RecordingError):
+    """The file itself cannot be read (missing, a folder, no permission), whatever it would hold."""
+
+
+@contextmanager
+def _csv_rows(path: Path) -> Iterator[Iterator[list[str]]]:
+    """CSV rows of ``path``. Failing to open or read the file and finding no text in it are told apart:
+    the first is the wrong path, the second the wrong file (an ``.npz`` given as a recording)."""
+    try:
+        with path.open(newline="") as fh:
+            yield csv.reader(fh)
+    except OSError as exc:
+        raise RecordingUnreadable(f"{path}: cannot read recording: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RecordingError(f"{path}: not a CSV text file ({exc})") from exc
+
+
+def _next_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
+    header = next(reader, None)
+    if header is None:
+        raise RecordingError(f"{path}: empty file, expected a header such as sample,EMG1,EMG2,EMG3,label")
+    return [h.strip() for h in header]
+
+
+def read_header(path: str | Path) -> list[str]:
+    """The column names of a recording; raises :class:`RecordingError` as :func:`load_recording` does."""
+    path = Path(path)
+    with _csv_rows(path) as reader:
+        return _next_header(path, reader)
+
+
 @dataclass(frozen=True)
 class Recording:
     """Samples in time order. ``labels`` is None for unlabelled recordings."""
@@ -37,33 +70,29 @@ def load_recording(path: str | Path, source_layout: bool = False) -> Recording:
     :data:`SOURCE_LAYOUT_LABELS`, as the source notebook reads it.
     """
     path = Path(path)
-    try:
-        with path.open(newline="") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader)]
-            rows = [r for r in reader if r]
-    except (OSError, StopIteration, UnicodeDecodeError) as exc:
-        raise RecordingError(f"{path}: cannot read recording: {exc}") from exc
+    with _csv_rows(path) as reader:
+        header = _next_header(path, reader)
+        rows = [r for r in reader if r]
     missing = [c for c in EMG_CHANNELS if c not in header]
     if missing:
         raise RecordingError(f"{path}: missing column(s) {', '.join(missing)}; header is {header}")
     cols = {name: i for i, name in enumerate(header)}
     try:
         signal = np.array([[float(r[cols[c]]) for c in EMG_CHANNELS] for r in rows])
-    except (ValueError, IndexError) as exc:
+        sample_index = (
+            np.array([int(float(r[cols["sample"]])) for r in rows], dtype=np.int64)
+            if "sample" in cols and not source_layout
+            else np.arange(len(rows), dtype=np.int64)
+        )
+        labels = np.array([r[cols["label"]].strip() for r in rows]) if "label" in cols else None
+    except (ValueError, IndexError, OverflowError) as exc:  # OverflowError: a sample number "inf"
         raise RecordingError(f"{path}: non-numeric or short row: {exc}") from exc
     signal = signal.reshape(-1, len(EMG_CHANNELS))
     if source_layout:
         expected = SOURCE_SEGMENT_LENGTH * len(SOURCE_LAYOUT_LABELS)
         if len(rows) != expected:
             raise RecordingError(f"{path}: source layout needs {expected} rows, found {len(rows)}")
-        layout_labels = np.repeat(np.array(SOURCE_LAYOUT_LABELS), SOURCE_SEGMENT_LENGTH)
-        return Recording(np.arange(len(rows), dtype=np.int64), signal, layout_labels)
-    if "sample" in cols:
-        sample_index = np.array([int(float(r[cols["sample"]])) for r in rows], dtype=np.int64)
-    else:
-        sample_index = np.arange(len(rows), dtype=np.int64)
-    labels = np.array([r[cols["label"]].strip() for r in rows]) if "label" in cols else None
+        labels = np.repeat(np.array(SOURCE_LAYOUT_LABELS), SOURCE_SEGMENT_LENGTH)
     return Recording(sample_index, signal, labels)
 
 

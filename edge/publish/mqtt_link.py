@@ -30,7 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.config.mqtt import MqttConfig
 from edge.outbox import AsyncOutbox
 from edge.publish.topics import Topics
-from edge.tasks import TaskSet
+from edge.tasks import Supervisor, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class MqttLink:
         port: int,
         on_connected: Callable[[], Coroutine[Any, Any, None]],
         on_message: Callable[[str, bytes], None],
+        supervisor: Supervisor,
     ) -> None:
         self.config = config
         self.topics = topics
@@ -92,7 +93,9 @@ class MqttLink:
         self._connected_event = asyncio.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
         self._handed_seq = 0
-        self._drain_task: asyncio.Task[None] | None = None
+        # The drain is the only path from the outbox to the broker: supervised, so a failure is
+        # logged and retried, and a repeated one stops the daemon instead of silently ending it.
+        self.supervisor = supervisor
         self._retained_acks: dict[int, asyncio.Future[None]] = {}
         self._subscribed: set[str] = set()  # filters subscribed on the current connection
         self.background = TaskSet()
@@ -145,14 +148,12 @@ class MqttLink:
         )
         self.client.connect_async(self.host, self.port, keepalive=self.config.keepalive_s)
         self.client.loop_start()
-        self._drain_task = asyncio.create_task(self._drain(), name="mqtt-drain")
+        self.supervisor.start("mqtt-drain", self._drain, group="mqtt")
 
     async def stop(self, final_availability: str = "stopped", timeout_s: float = 3.0) -> None:
         """Publish ``stopped`` (retained) and wait for its PUBACK, then disconnect."""
         self._stopping = True
-        if self._drain_task:
-            self._drain_task.cancel()
-            await asyncio.gather(self._drain_task, return_exceptions=True)
+        await self.supervisor.stop_group("mqtt")
         if self.connected:
             try:
                 await asyncio.wait_for(

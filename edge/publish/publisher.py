@@ -1,0 +1,201 @@
+"""Everything the daemon tells the broker, and the commands it takes back.
+
+The publisher owns the MQTT link and the device's retained topics: availability, discovery,
+switches, modality availability and the state. Episode events go to the durable outbox first
+and reach the broker from there. Commands are parsed strictly and handed to the pipeline as
+switch changes; the switches are saved so they survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from edge.config import Config
+from edge.decision import EpisodeEvent
+from edge.outbox import AsyncOutbox
+from edge.publish.commands import CommandError, parse_command
+from edge.publish.discovery import discovery_payload
+from edge.publish.mqtt_link import MqttLink, event_payload
+from edge.publish.topics import Topics
+from edge.tasks import Supervisor, TaskSet
+
+log = logging.getLogger(__name__)
+
+# Retained state is refreshed at most this often unless the emotion changes: Home
+# Assistant records every state message, and 10 windows/s would flood its database.
+STATE_MIN_INTERVAL_S = 1.0
+
+EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
+
+
+def _on_off(value: bool) -> str:
+    return "ON" if value else "OFF"
+
+
+class Publisher:
+    def __init__(
+        self,
+        config: Config,
+        outbox: AsyncOutbox,
+        switches: dict[str, bool],
+        state_body: Callable[[], dict[str, Any]],
+        availability: Callable[[], Mapping[str, bool]],
+        on_switch: Callable[[str, bool], None],
+        supervisor: Supervisor,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.switches = switches
+        self._state_body = state_body
+        self._availability = availability
+        self._on_switch = on_switch
+        self.on_event = on_event
+        self.supervisor = supervisor
+        self.topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+        self.background = TaskSet()
+        self.link: MqttLink | None = None
+        self._last_state_publish = 0.0
+        self._last_state_emotion: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None and self.link.connected
+
+    async def start(self, host: str, port: int) -> None:
+        self.link = MqttLink(
+            self.config.mqtt,
+            self.topics,
+            self.outbox,
+            host,
+            port,
+            self._on_connected,
+            self._on_message,
+            self.supervisor,
+        )
+        await self.link.start()
+
+    async def reconnect(self, config: Config) -> None:
+        """New MQTT settings or device id: a new link; events in flight stay in the outbox."""
+        assert self.link is not None
+        log.info("MQTT settings changed: reconnecting")
+        old = self.link
+        await old.stop()
+        self.config = config
+        self.topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+        host = config.mqtt.host or old.host
+        port = config.mqtt.port if config.mqtt.host else old.port
+        await self.start(host, port)
+
+    async def stop(self) -> None:
+        await self.background.wait()
+        if self.link is not None:
+            await self.flush_outbox(timeout_s=3.0)
+            await self.link.stop("stopped")
+
+    async def flush_outbox(self, timeout_s: float) -> None:
+        """Give the broker a moment to acknowledge what is queued; the rest stays on disk."""
+        assert self.link is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.link.connected:
+            if (await self.outbox.stats())["pending"] == 0:
+                return
+            self.link.notify_new_events()
+            await asyncio.sleep(0.05)
+
+    # --- events and state -------------------------------------------------------------
+
+    async def emit(self, events: list[EpisodeEvent]) -> None:
+        if not events:
+            return
+        for ev in events:
+            body = {
+                "type": ev.type,
+                "id": ev.episode_id,
+                "emotion": ev.emotion,
+                "confidence": ev.confidence,
+                "probs": ev.probs,
+                "modalities": ev.modalities,
+                "ts": round(time.time(), 3),
+                "sample": ev.sample,
+                "device_id": self.config.device_id,
+            }
+            seq = await self.outbox.append(self.topics.event, partial(event_payload, body=body))
+            if self.on_event is not None:
+                self.on_event(ev, {**body, "seq": seq})
+            log.debug("event %s seq=%d %s %.2f", ev.type, seq, ev.emotion, ev.confidence)
+        if self.link is not None:
+            self.link.notify_new_events()
+
+    def maybe_publish_state(self, emotion: str, force: bool = False) -> None:
+        now = time.monotonic()
+        changed = emotion != self._last_state_emotion
+        if not (force or changed or now - self._last_state_publish >= STATE_MIN_INTERVAL_S):
+            return
+        self._last_state_publish = now
+        self._last_state_emotion = emotion
+        if self.link is None or not self.link.connected:
+            return  # retained state is re-sent on connect
+        self.background.spawn(self.link.publish_retained(self.topics.state, json.dumps(self._state_body())))
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        if self.link is not None:
+            self.link.publish_volatile(self.topics.stats, json.dumps(stats))
+
+    async def publish_availability(self) -> None:
+        assert self.link is not None
+        for modality, available in self._availability().items():
+            await self.link.publish_retained(self.topics.modality_available(modality), _on_off(available))
+
+    # --- connection and commands ------------------------------------------------------
+
+    async def _on_connected(self) -> None:
+        assert self.link is not None
+        self.link.subscribe(self.topics.command_filter)
+        if self.config.mqtt.discovery:
+            self.link.subscribe(self.topics.ha_status)
+        await self._publish_all()
+
+    async def _publish_all(self) -> None:
+        """Everything retained that describes the device: sent on connect and when HA restarts."""
+        link = self.link
+        assert link is not None
+        await link.publish_retained(self.topics.availability, "online")
+        if self.config.mqtt.discovery:
+            payload = json.dumps(discovery_payload(self.topics), separators=(",", ":"))
+            await link.publish_retained(self.topics.discovery, payload)
+        for name, on in self.switches.items():
+            await link.publish_retained(self.topics.switch_state(name), _on_off(on))
+        await self.publish_availability()
+        await link.publish_retained(self.topics.state, json.dumps(self._state_body()))
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        assert self.link is not None
+        if topic == self.topics.ha_status:
+            if payload.strip() == b"online" and self.config.mqtt.discovery:
+                log.info("Home Assistant came online: re-sending discovery")
+                self.background.spawn(self._publish_all())
+            return
+        self.link.stats.commands_received += 1
+        try:
+            cmd = parse_command(self.topics.base, topic, payload)
+        except CommandError as exc:
+            self.link.stats.commands_rejected += 1
+            log.warning("ignored command: %s", exc)
+            return
+        log.info("command: %s -> %s", cmd.switch, _on_off(cmd.on))
+        self.switches[cmd.switch] = cmd.on
+        self._on_switch(cmd.switch, cmd.on)
+        self.background.spawn(self._after_switch(cmd.switch))
+
+    async def _after_switch(self, switch: str) -> None:
+        assert self.link is not None
+        await self.outbox.save_settings("switches", self.switches)
+        await self.link.publish_retained(self.topics.switch_state(switch), _on_off(self.switches[switch]))
+        await self.publish_availability()
