@@ -78,9 +78,13 @@ def _serve(config: Config, config_path: Path | None, print_events: bool = False,
     from edge.demo_view import print_line
     from edge.model_card import CardError
     from edge.service import Service
+    from edge.service.instance_lock import AlreadyRunning
+
+    service: Service | None = None
 
     def print_event(event: EpisodeEvent, payload: dict[str, Any]) -> None:
         # --print-events: one JSON line per event; once nobody reads stdout (`| head`), stop the replay.
+        assert service is not None
         print_line(json.dumps(payload), service.request_stop)
 
     _setup_logging(config.logging.level)
@@ -103,7 +107,14 @@ def _serve(config: Config, config_path: Path | None, print_events: bool = False,
     except BrokerUnavailable as exc:
         log.error("%s", exc)
         return EXIT_UNAVAILABLE
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return os.EX_TEMPFAIL
     except (OSError, sqlite3.Error) as exc:
+        if service is not None and service.started:
+            # It ran, then failed (while stopping, say): not a start-up problem, and not 73.
+            log.error("stopped on an error: %s (outbox: %s)", exc, config.outbox.path)
+            return os.EX_SOFTWARE
         # Typically the outbox directory: not writable, or a full disk.
         log.error("cannot start: %s (outbox: %s)", exc, config.outbox.path)
         return EXIT_CANTCREAT

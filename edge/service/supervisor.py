@@ -28,6 +28,7 @@ from edge.publish.topics import Topics
 from edge.sdnotify import ProgressWatchdog, SystemdNotifier
 from edge.service import loading
 from edge.service.health import Health
+from edge.service.instance_lock import InstanceLock
 from edge.service.pipeline import Pipeline
 from edge.service.stats import collect_stats
 from edge.tasks import Supervisor
@@ -79,6 +80,8 @@ class Service:
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._exit_code = 0
+        self.lock = InstanceLock(config.outbox.path)
+        self.started = False  # True once READY: a later failure is not a start-up failure
 
     # Read by the demo's event view.
     @property
@@ -105,6 +108,7 @@ class Service:
             await self._start()
             if self.on_started is not None:
                 self.on_started(self)
+            self.started = True
             self.notifier.ready()
             self.notifier.status(self._status_line())
             log.info("emotion-edge %s running as %s", __version__, self.config.device_id)
@@ -125,6 +129,7 @@ class Service:
 
     async def _start(self) -> None:
         cfg = self.config
+        self.lock.acquire()
         self.outbox = AsyncOutbox(cfg.outbox.path, cfg.outbox.max_events, cfg.outbox.max_age_s)
         saved = await self.outbox.load_settings("switches")
         self.switches.update({k: bool(v) for k, v in saved.items() if k in self.switches})
@@ -205,6 +210,7 @@ class Service:
             await self.outbox.close()
         if self.broker is not None:
             await self.broker.stop()
+        self.lock.release()
 
     # --- between pipeline and publisher -------------------------------------------------
 
