@@ -20,7 +20,7 @@ from typing import Any
 from edge.cli import fail
 from edge.config import EXIT_CONFIG, Config, ConfigError, load_config
 from edge.decision import EpisodeEvent
-from edge.recording import EMG_CHANNELS, RecordingError, RecordingUnreadable, load_recording, read_header
+from edge.recording import EMG_CHANNELS, RecordingError, RecordingUnreadable, check_recording, read_header
 
 log = logging.getLogger("edge")
 
@@ -168,7 +168,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return _bad_speed(args.speed)
     try:
         # Read once before anything starts, so a bad file is one line rather than a traceback later.
-        load_recording(args.recording, source_layout=args.source_layout)
+        check_recording(args.recording, source_layout=args.source_layout)
     except RecordingError as exc:
         return _bad_recording(exc)
     with tempfile.TemporaryDirectory(prefix="emotion-edge-") as state_dir:
@@ -210,7 +210,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         try:
             # The source's emg_data.csv has a bare EMG1,EMG2,EMG3 header; the project's adds sample and label.
             source_layout = read_header(recording) == list(EMG_CHANNELS)
-            load_recording(recording, source_layout=source_layout)
+            check_recording(recording, source_layout=source_layout)
         except RecordingError as exc:
             return _bad_recording(exc)
     else:

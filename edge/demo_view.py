@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -48,14 +47,11 @@ def watch_events(service: Service) -> mqtt.Client:
     assert link is not None
     topics = service.topics
     source = service.emg_source
-    rec = source.recording if isinstance(source, ReplayEmgSource) else None
+    replay = source if isinstance(source, ReplayEmgSource) else None
 
     def label_at(sample: int | None) -> str | None:
         """The recording's own label at the event's sample: what the person was doing."""
-        if rec is None or rec.labels is None or sample is None:
-            return None
-        i = int(np.searchsorted(rec.sample_index, sample))
-        return str(rec.labels[min(i, len(rec.labels) - 1)])
+        return None if replay is None or sample is None else replay.label_at(sample)
 
     loop = asyncio.get_running_loop()
 

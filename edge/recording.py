@@ -6,7 +6,9 @@ import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,30 +30,30 @@ class RecordingUnreadable(RecordingError):
 
 
 @contextmanager
-def _csv_rows(path: Path) -> Iterator[Iterator[list[str]]]:
-    """CSV rows of ``path``. Failing to open or read the file and finding no text in it are told apart:
-    the first is the wrong path, the second the wrong file (an ``.npz`` given as a recording)."""
+def _open_text(path: Path) -> Iterator[TextIO]:
+    """``path`` opened as text. Failing to open or read the file and finding no text in it are told
+    apart: the first is the wrong path, the second the wrong file (an ``.npz`` given as a recording)."""
     try:
         with path.open(newline="") as fh:
-            yield csv.reader(fh)
+            yield fh
     except OSError as exc:
         raise RecordingUnreadable(f"{path}: cannot read recording: {exc.strerror or exc}") from exc
     except (UnicodeDecodeError, csv.Error) as exc:
         raise RecordingError(f"{path}: not a CSV text file ({exc})") from exc
 
 
-def _next_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
-    header = next(reader, None)
-    if header is None:
+def _next_header(path: Path, fh: TextIO) -> list[str]:
+    line = fh.readline()
+    if not line.strip():
         raise RecordingError(f"{path}: empty file, expected a header such as sample,EMG1,EMG2,EMG3,label")
-    return [h.strip() for h in header]
+    return [h.strip() for h in next(csv.reader([line]))]
 
 
 def read_header(path: str | Path) -> list[str]:
     """The column names of a recording; raises :class:`RecordingError` as :func:`load_recording` does."""
     path = Path(path)
-    with _csv_rows(path) as reader:
-        return _next_header(path, reader)
+    with _open_text(path) as fh:
+        return _next_header(path, fh)
 
 
 @dataclass(frozen=True)
@@ -63,37 +65,88 @@ class Recording:
     labels: NDArray[np.str_] | None
 
 
-def load_recording(path: str | Path, source_layout: bool = False) -> Recording:
-    """Read ``sample,EMG1,EMG2,EMG3[,label]`` rows, or the source's bare ``EMG1,EMG2,EMG3`` layout.
+# Rows parsed per block: a replay's memory stays the same whatever the recording's length.
+BLOCK_ROWS = 8192
+
+
+def iter_recording(
+    path: str | Path, source_layout: bool = False, block_rows: int = BLOCK_ROWS
+) -> Iterator[Recording]:
+    """The rows of ``sample,EMG1,EMG2,EMG3[,label]`` (or the source's bare ``EMG1,EMG2,EMG3``)
+    in blocks of at most ``block_rows``, parsed by numpy's C reader (``np.loadtxt``).
 
     With ``source_layout`` the file must hold 6 x 5000 rows in the order of
-    :data:`SOURCE_LAYOUT_LABELS`, as the source notebook reads it.
+    :data:`SOURCE_LAYOUT_LABELS`, as the source notebook reads it; that is checked at its end.
     """
     path = Path(path)
-    with _csv_rows(path) as reader:
-        header = _next_header(path, reader)
-        rows = [r for r in reader if r]
-    missing = [c for c in EMG_CHANNELS if c not in header]
-    if missing:
-        raise RecordingError(f"{path}: missing column(s) {', '.join(missing)}; header is {header}")
-    cols = {name: i for i, name in enumerate(header)}
-    try:
-        signal = np.array([[float(r[cols[c]]) for c in EMG_CHANNELS] for r in rows])
-        sample_index = (
-            np.array([int(float(r[cols["sample"]])) for r in rows], dtype=np.int64)
-            if "sample" in cols and not source_layout
-            else np.arange(len(rows), dtype=np.int64)
-        )
-        labels = np.array([r[cols["label"]].strip() for r in rows]) if "label" in cols else None
-    except (ValueError, IndexError, OverflowError) as exc:  # OverflowError: a sample number "inf"
-        raise RecordingError(f"{path}: non-numeric or short row: {exc}") from exc
-    signal = signal.reshape(-1, len(EMG_CHANNELS))
-    if source_layout:
+    with _open_text(path) as fh:
+        header = _next_header(path, fh)
+        missing = [c for c in EMG_CHANNELS if c not in header]
+        if missing:
+            raise RecordingError(f"{path}: missing column(s) {', '.join(missing)}; header is {header}")
+        cols = {name: i for i, name in enumerate(header)}
+        use_sample = "sample" in cols and not source_layout
+        wanted = [
+            c for c in ("sample", *EMG_CHANNELS, "label") if c in cols and (c != "sample" or use_sample)
+        ]
+        dtype = np.dtype([(c, "U64" if c == "label" else "f8") for c in wanted])
+        row = 0
+        while True:
+            lines = [line for line in islice(fh, block_rows) if line.strip()]
+            if not lines:
+                break
+            try:
+                table = np.loadtxt(
+                    lines,
+                    delimiter=",",
+                    dtype=dtype,
+                    usecols=[cols[c] for c in wanted],
+                    comments=None,
+                    ndmin=1,
+                )
+            except ValueError as exc:
+                raise RecordingError(f"{path}: non-numeric or short row after data row {row}: {exc}") from exc
+            n = len(table)
+            if use_sample:
+                if not np.isfinite(table["sample"]).all():
+                    raise RecordingError(f"{path}: non-finite sample number after data row {row}")
+                sample_index = table["sample"].astype(np.int64)
+            else:
+                sample_index = np.arange(row, row + n, dtype=np.int64)
+            signal = np.stack([table[c] for c in EMG_CHANNELS], axis=1)
+            labels = _compact(np.char.strip(table["label"])) if "label" in cols else None
+            if source_layout:
+                labels = np.array(SOURCE_LAYOUT_LABELS)[np.minimum(sample_index // SOURCE_SEGMENT_LENGTH, 5)]
+            yield Recording(sample_index, signal, labels)
+            row += n
+    if source_layout and row != SOURCE_SEGMENT_LENGTH * len(SOURCE_LAYOUT_LABELS):
         expected = SOURCE_SEGMENT_LENGTH * len(SOURCE_LAYOUT_LABELS)
-        if len(rows) != expected:
-            raise RecordingError(f"{path}: source layout needs {expected} rows, found {len(rows)}")
-        labels = np.repeat(np.array(SOURCE_LAYOUT_LABELS), SOURCE_SEGMENT_LENGTH)
-    return Recording(sample_index, signal, labels)
+        raise RecordingError(f"{path}: source layout needs {expected} rows, found {row}")
+
+
+def _compact(labels: NDArray[np.str_]) -> NDArray[np.str_]:
+    """Labels parsed as 64-character fields, shrunk to the longest one (4 bytes a character)."""
+    longest = int(np.char.str_len(labels).max(initial=1))
+    return labels.astype(f"U{max(1, longest)}")
+
+
+def load_recording(path: str | Path, source_layout: bool = False) -> Recording:
+    """The whole recording in memory (evaluation and training; a replay streams it)."""
+    blocks = list(iter_recording(path, source_layout))
+    if not blocks:
+        return Recording(np.empty(0, np.int64), np.empty((0, len(EMG_CHANNELS))), None)
+    labels = None
+    if blocks[0].labels is not None:
+        labels = np.concatenate([b.labels for b in blocks if b.labels is not None])
+    return Recording(
+        np.concatenate([b.sample_index for b in blocks]), np.concatenate([b.signal for b in blocks]), labels
+    )
+
+
+def check_recording(path: str | Path, source_layout: bool = False) -> None:
+    """Read the whole file once, keeping one block at a time: raises what a replay would."""
+    for _ in iter_recording(path, source_layout):
+        pass
 
 
 def labelled_windows(

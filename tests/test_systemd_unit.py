@@ -133,3 +133,109 @@ def test_sysusers_config(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     assert "Creating user 'emotion-edge'" in out
     assert "ignoring" not in out.lower()
+
+
+# --- state directory (tmpfiles.d) and configuration directory ------------------------------------------
+
+TMPFILES = ROOT / "systemd" / "emotion-edge.tmpfiles.conf"
+INSTALL = ROOT / "deploy" / "install.sh"
+
+
+def tmpfiles_lines() -> list[list[str]]:
+    return [
+        line.split()
+        for line in TMPFILES.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_tmpfiles_creates_the_state_directory_like_the_unit() -> None:
+    # The README's `sudo -u emotion-edge emotion-edge models fetch --dest /var/lib/emotion-edge/models`
+    # runs before the first start, so the directory must not wait for StateDirectory=.
+    s = unit_settings()
+    (state,) = s["StateDirectory"]
+    (mode,) = s.get("StateDirectoryMode", ["0755"])
+    (user,), (group,) = s["User"], s["Group"]
+    assert tmpfiles_lines() == [["d", f"/var/lib/{state}", mode, user, group, "-"]]
+    assert s["WorkingDirectory"] == [f"/var/lib/{state}"]
+
+
+def test_tmpfiles_config_applies(tmp_path: Path) -> None:
+    sysusers = require_tool("systemd-sysusers")
+    tmpfiles = require_tool("systemd-tmpfiles")
+    (tmp_path / "etc").mkdir()
+    subprocess.run([sysusers, f"--root={tmp_path}", str(SYSUSERS)], check=True, capture_output=True)
+    result = subprocess.run(
+        [tmpfiles, f"--root={tmp_path}", "--create", str(TMPFILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    state = tmp_path / "var" / "lib" / "emotion-edge"
+    uid, gid = next(
+        (int(f[2]), int(f[3]))
+        for f in (line.split(":") for line in (tmp_path / "etc" / "passwd").read_text().splitlines())
+        if f[0] == "emotion-edge"
+    )
+    st = state.stat()
+    assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (uid, gid, "0o700")
+
+
+def test_configuration_directory_mode_matches_install_sh() -> None:
+    # install.sh creates /etc/emotion-edge 0750 root:emotion-edge (the daemon reads config.toml through the
+    # group); with the default ConfigurationDirectoryMode=0755 systemd would report a mode mismatch.
+    s = unit_settings()
+    assert s["ConfigurationDirectory"] == ["emotion-edge"]
+    created = re.search(r'(?m)^run install -d -m (\d+) "\$ETC"$', INSTALL.read_text())
+    assert created, "install.sh no longer creates $ETC with install -d -m MODE"
+    assert s.get("ConfigurationDirectoryMode") == [created.group(1)] == ["0750"]
+
+
+# --- GPIO UART drop-in ---------------------------------------------------------------------------------
+
+UART_DROPIN = ROOT / "systemd" / "emotion-edge.service.d" / "uart.conf"
+
+
+def verify_with_dropin(tmp_path: Path, dropin_text: str) -> subprocess.CompletedProcess[str]:
+    result = verify_copy(tmp_path)  # writes the unit copy next to the drop-in directory
+    assert result.returncode == 0, result.stdout + result.stderr
+    dropin_dir = tmp_path / f"{UNIT_NAME}.d"
+    dropin_dir.mkdir(exist_ok=True)
+    (dropin_dir / "uart.conf").write_text(dropin_text)
+    return subprocess.run(
+        [require_tool("systemd-analyze"), "verify", str(tmp_path / UNIT_NAME)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_uart_dropin_verifies(tmp_path: Path) -> None:
+    result = verify_with_dropin(tmp_path, UART_DROPIN.read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line for line in own_messages(result) if "uart.conf" in line] == []
+
+
+def test_verify_reads_the_dropin(tmp_path: Path) -> None:
+    # Guards the test above: a bad key in the drop-in must be reported, i.e. verify did load the drop-in.
+    result = verify_with_dropin(tmp_path, UART_DROPIN.read_text() + "DeviceAlow=/dev/ttyS0 rw\n")
+    assert any("DeviceAlow" in line for line in (result.stdout + result.stderr).splitlines()), (
+        result.stdout + result.stderr
+    )
+
+
+def test_uart_dropin_allows_the_gpio_uart_only() -> None:
+    lines = [line.strip() for line in UART_DROPIN.read_text().splitlines()]
+    settings = [line for line in lines if line and not line.startswith("#")]
+    assert settings[0] == "[Service]"
+    allows = [line.removeprefix("DeviceAllow=").split() for line in settings[1:]]
+    assert all(line.startswith("DeviceAllow=") for line in settings[1:]), settings
+    # /dev/ttyAMA0 (PL011, major 204 "ttyAMA") and /dev/ttyS0 (mini UART). /dev/serial0 is a symlink to one of
+    # them. char-ttyS would be major 4, which also holds the virtual consoles /dev/tty0..63: name the node.
+    assert ["char-ttyAMA", "rw"] in allows
+    assert ["/dev/ttyS0", "rw"] in allows
+    assert not any(a[0] in ("char-ttyS", "char-tty", "char-*") for a in allows)
+    # Only DeviceAllow= lines: the drop-in adds to the unit's allow-list and keeps DevicePolicy=closed.
+    assert unit_settings()["DevicePolicy"] == ["closed"]
