@@ -38,8 +38,8 @@ from numpy.typing import NDArray
 
 from bench.stats import print_table, summarize, time_each
 from edge.config.face import FaceConfig
-from edge.face import FaceClassifier, FacePipeline
-from edge.face_detect import make_detector
+from edge.face.classifier import FaceClassifier, FacePipeline
+from edge.face.detect import make_detector
 from edge.paths import SHIPPED_FACE_MODEL, shipped_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,8 +64,8 @@ import cv2, numpy as np
 cv2.setNumThreads(1)
 from pathlib import Path
 from edge.config.face import FaceConfig
-from edge.face import FaceClassifier, FacePipeline
-from edge.face_detect import make_detector
+from edge.face.classifier import FaceClassifier, FacePipeline
+from edge.face.detect import make_detector
 npz, model, yunet = sys.argv[1:4]
 frame = np.load(npz)["frames"][0]
 detector = make_detector(FaceConfig(detector_model=Path(yunet)))

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from edge.config.decision import DecisionConfig
-from edge.dsp import FloatArray
+from edge.emg.dsp import FloatArray
 
 UNCERTAIN = "uncertain"
 EventType = Literal["new", "update", "end"]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.classifier import EmgClassifier
+from edge.emg.classifier import EmgClassifier
 from edge.metrics import classification_report
 from edge.model_card import CardError, ModelCard, sha256_file
 from edge.recording import RecordingError, RecordingUnreadable, labelled_windows, load_recording
@@ -107,7 +107,7 @@ def evaluate_face(data: Path, model: Path, usage: Usage | None = None) -> dict[s
     value, ``"all"`` keeps every row, and None means :data:`DEFAULT_USAGE` when the file has the array.
     The report says which (``"usage"``) and whether the rows include the model's own training data.
     """
-    from edge.face import FER2013_LABELS, FaceClassifier
+    from edge.face.classifier import FER2013_LABELS, FaceClassifier
 
     clf = FaceClassifier(model)
     pixels, labels, usage_values = _load_faces(data)

@@ -32,9 +32,9 @@ class TensorQuantization(_Strict):
 
 
 class EmgPreprocessing(_Strict):
-    """Everything :class:`edge.dsp.FeatureSpec` needs to reproduce training-time features."""
+    """Everything :class:`edge.emg.dsp.FeatureSpec` needs to reproduce training-time features."""
 
-    kind: Literal["td", "raw_gauss"] = Field(description="Feature family from edge.dsp.")
+    kind: Literal["td", "raw_gauss"] = Field(description="Feature family from edge.emg.dsp.")
     smoothing_sigma: float = Field(description="Gaussian sigma in samples applied along time (0: none).")
     zc_threshold: float = Field(description="Deadband (ADC units) for zero crossings and slope sign changes.")
     feature_names: list[str] = Field(description="Name of each model input, in order.")

@@ -13,7 +13,7 @@ from typing import TextIO
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.dsp import FloatArray, contiguous_segments, sliding_windows
+from edge.emg.dsp import FloatArray, contiguous_segments, sliding_windows
 
 EMG_CHANNELS: tuple[str, ...] = ("EMG1", "EMG2", "EMG3")
 # The original puldavid87/emotion_recognition emg_data.csv: unlabelled, 6 x 5000 rows.

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.dsp import (
+from edge.emg.dsp import (
     TD_CHANNEL_FEATURES,
     FeatureSpec,
     FloatArray,

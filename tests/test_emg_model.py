@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge import interpreter
-from edge.classifier import EmgClassifier
+from edge.emg.classifier import EmgClassifier
 from edge.model_card import CardError, card_path_for, load_card
 from edge.recording import labelled_windows, load_recording
 from tests.conftest import REPO, SHIPPED_EMG

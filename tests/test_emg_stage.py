@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import EmgClassifier
 from edge.decision import ModalityReading
-from edge.emg_stage import MAX_CLOCK_DRIFT_S, EmgStage
+from edge.emg.classifier import EmgClassifier
+from edge.emg.stage import MAX_CLOCK_DRIFT_S, EmgStage
 from edge.queues import CountingQueue
 from edge.recording import load_recording
 from edge.sources.chunk import SampleChunk

@@ -18,8 +18,8 @@ import pytest
 from numpy.typing import NDArray
 
 from edge.config.face import FaceConfig
-from edge.face import FER2013_LABELS, FaceClassifier, FacePipeline
-from edge.face_detect import make_detector
+from edge.face.classifier import FER2013_LABELS, FaceClassifier, FacePipeline
+from edge.face.detect import make_detector
 from tests.conftest import REPO, shared_file
 from tests.harness import Daemon, Mosquitto, Subscriber, daemon_config, replay_emg, wait_until
 

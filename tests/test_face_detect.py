@@ -1,4 +1,4 @@
-"""edge.face_detect on real photos: face counts from ../shared/data/faces/PROVENANCE.md, crops, selection."""
+"""edge.face.detect on real photos: face counts from ../shared/data/faces/PROVENANCE.md, crops, selection."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 from edge.config.face import FaceConfig
-from edge.face_detect import (
+from edge.face.detect import (
     FaceBox,
     HaarDetector,
     YuNetDetector,
@@ -215,7 +215,7 @@ def test_make_detector_warns_on_another_yunet(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # As if the known hash were another release's: the model is used anyway, with a warning.
-    monkeypatch.setattr("edge.face_detect.YUNET_SHA256", "0" * 64)
+    monkeypatch.setattr("edge.face.detect.YUNET_SHA256", "0" * 64)
     with caplog.at_level(logging.WARNING):
         detector = make_detector(FaceConfig(detector_model=shared_file(YUNET)))
     assert "not the known YuNet 2023mar" in caplog.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.face import FER2013_LABELS, FaceClassifier
+from edge.face.classifier import FER2013_LABELS, FaceClassifier
 from edge.model_card import load_card
 from tests.conftest import REPO, shared_file
 from tests.test_cli_evaluate import run_cli

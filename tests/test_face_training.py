@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.face import FER2013_LABELS, FaceClassifier
+from edge.face.classifier import FER2013_LABELS, FaceClassifier
 from edge.model_card import load_card
 from tests.conftest import REPO, shared_file
 from training.face import lr_at

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.dsp import TD_CHANNEL_FEATURES, FeatureSpec, FloatArray
+from edge.emg.dsp import TD_CHANNEL_FEATURES, FeatureSpec, FloatArray
 from edge.metrics import classification_report
 from edge.model_card import DataRef, EmgPreprocessing, ModelCard, TensorQuantization, sha256_file
 from edge.recording import EMG_CHANNELS, Recording, labelled_windows, load_recording

@@ -25,7 +25,7 @@ def redact_url(target: int | str) -> int | str:
 
 
 class CameraConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     source: Literal["picamera2", "opencv", "file", "images", "off"] = Field(
         default="off",

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config_file)
+        # Also the recording: check-config answers whether `run` would start and find its input.
+        config = load_config(args.config_file, check_recording=True)
     except ConfigError as exc:
         # One line per error and no traceback: this is read by an operator (or journalctl), not a developer.
         for path, message in exc.errors:

@@ -10,7 +10,7 @@ from edge.config.checks import require_not_above
 
 
 class DecisionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     ema_alpha: float = Field(
         default=0.3,

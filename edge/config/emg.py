@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -18,15 +19,31 @@ from pydantic_core import PydanticCustomError
 
 from edge.config.checks import require_not_above
 
+# pyserial's Serial.BAUDRATES from 300 up (the POSIX termios speeds plus Linux's higher ones), and the
+# non-standard rates boards commonly use: 14400/28800 (Windows-era), 74880 (ESP8266 boot), 250000 (AVR at
+# 16 MHz). A closed set rather than a range: any value reaches the driver, and an absurd one (2**63 - 1)
+# killed the reader thread with OverflowError instead of failing check-config.
+STANDARD_BAUDRATES = frozenset(
+    {
+        *(300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000),
+        *(576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000, 3000000, 3500000, 4000000),
+        *(14400, 28800, 74880, 250000),
+    }
+)
+_BAUDRATE_ENUM: list[JsonValue] = [*sorted(STANDARD_BAUDRATES)]
+
 
 class EmgSerialConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     port: str = Field(default="/dev/ttyACM0", min_length=1, description="Serial device of the EMG board.")
     baudrate: int = Field(
         default=230400,
-        gt=0,
-        description="Serial line speed in baud; 1 kHz x 3 channels needs at least 230400.",
+        description="Serial line speed in baud; 1 kHz x 3 channels needs at least 230400. One of the "
+        "standard rates from 300 to 4000000 (pyserial's list, e.g. 9600, 115200, 230400, 460800, 921600, "
+        "1000000, 2000000) or a common board rate (14400, 28800, 74880, 250000): a rate the serial driver "
+        "cannot set would only fail once the port is opened.",
+        json_schema_extra={"enum": _BAUDRATE_ENUM},
     )
     value_min: float = Field(default=0.0, description="Lowest raw sample value the board sends (ADC zero).")
     value_max: float = Field(
@@ -40,6 +57,15 @@ class EmgSerialConfig(BaseModel):
     reconnect_max_s: float = Field(
         default=1.0, gt=0, description="Upper bound of the reopen delay (keeps resume within ~1 s of replug)."
     )
+
+    @field_validator("baudrate")
+    @classmethod
+    def _standard_baudrate(cls, value: int) -> int:
+        if value not in STANDARD_BAUDRATES:
+            raise ValueError(
+                "must be a standard baud rate: " + ", ".join(str(rate) for rate in sorted(STANDARD_BAUDRATES))
+            )
+        return value
 
     @model_validator(mode="after")
     def _ranges(self) -> Self:
@@ -56,10 +82,10 @@ class EmgSerialConfig(BaseModel):
 
 
 class EmgReplayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     path: Path | None = Field(
-        default=None, description="Recording to replay; required when source is 'replay'."
+        strict=False, default=None, description="Recording to replay; required when source is 'replay'."
     )
     speed: float | Literal["max"] = Field(
         default=1.0,
@@ -89,7 +115,7 @@ class EmgReplayConfig(BaseModel):
 
 
 class EmgConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     source: Literal["serial", "replay", "off"] = Field(
         default="serial",

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class FaceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     detector_model: Path | None = Field(
+        strict=False,
         default=None,
         description="YuNet face detector (.onnx; `emotion-edge models fetch` downloads it). Unset: OpenCV's "
         "Haar cascade, which is less accurate and misses turned or partly hidden faces.",

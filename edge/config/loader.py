@@ -16,10 +16,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
+from edge.config import nesting
+from edge.config.files import FileProblem, check_readable_file, read_secret
 from edge.config.root import Config
+from edge.model_card import card_path_for
 
 ENV_PREFIX = "EMOTION_EDGE__"
 CREDENTIAL_NAME = "mqtt_password"
+# A config file is a few kB; reading stops here, so /dev/zero or a huge wrong file cannot exhaust memory.
+MAX_CONFIG_BYTES = 1 << 20
 _REDACTED = "**********"
 
 
@@ -34,10 +39,22 @@ class ConfigError(Exception):
         return "\n".join(f"{path}: {message}" for path, message in self.errors)
 
 
-def load_config(path: Path | None, env: Mapping[str, str] = os.environ) -> Config:
-    """The validated configuration from ``path`` (None: defaults only), overridden by ``EMOTION_EDGE__*``."""
+def load_config(
+    path: Path | None, env: Mapping[str, str] = os.environ, *, check_recording: bool = False
+) -> Config:
+    """The validated configuration from ``path`` (None: defaults only), overridden by ``EMOTION_EDGE__*``.
+
+    Files the configuration names and the daemon will open (TLS files, models, the face detector, the
+    password file or credential) must be readable regular files, or loading fails naming their keys.
+    ``check_recording`` also checks ``emg.replay.path`` (check-config does): ``run`` and ``replay`` leave
+    that to the replay source, which reports a missing recording as such (EX_NOINPUT).
+    """
     data: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
     sources = _apply_env(data, env)
+    # Before validation: pydantic and the error walk below recurse once per level.
+    deep = nesting.check_data(data, sources)
+    if deep:
+        raise ConfigError(deep)
     # Known secret texts are scrubbed from every message as a last line of defence, whatever produced it.
     secrets = _raw_passwords(data)
     errors: list[tuple[str, str]] = []
@@ -49,7 +66,14 @@ def load_config(path: Path | None, env: Mapping[str, str] = os.environ) -> Confi
     # (passwords included) in any traceback that logs this exception.
     if errors:
         raise ConfigError(_scrub(errors, secrets))
-    return _with_password(config, env)
+    errors = _file_errors(config, sources, check_recording)
+    try:
+        config = _with_password(config, env)
+    except ConfigError as exc:
+        errors += exc.errors
+    if errors:
+        raise ConfigError(errors)
+    return config
 
 
 def config_schema() -> dict[str, Any]:
@@ -74,14 +98,21 @@ def default_config_toml() -> str:
 def _read_toml(path: Path) -> dict[str, Any]:
     where = str(path)
     try:
-        raw = path.read_bytes()
+        # Not stat-checked like the files the config names: `check-config <(envsubst < tmpl)` is a pipe.
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([(where, f"cannot read: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([(where, f"larger than {MAX_CONFIG_BYTES} bytes: not a configuration file")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([(where, f"not valid UTF-8 text (at line {line})")]) from None
+    deep = nesting.check_text(text, where)
+    if deep:
+        raise ConfigError(deep)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -121,9 +152,17 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, 
 def _env_value(keys: tuple[str, ...], text: str) -> Any:
     # A numeric-looking password or device id must stay the string it is: JSON-decoding "1234" would hand
     # pydantic an int, which it does not coerce to str. "null" still unsets an optional text field.
+    # Everything else is decoded as JSON, so "8883" is an int and "true" a bool: the models are strict and
+    # accept no text for numbers or booleans. Booleans also take True/FALSE (any case), nothing else.
     field = _field_at(keys)
     if field is not None and _accepts_only_text(field.annotation):
         return None if text == "null" and _accepts_none(field.annotation) else text
+    if (
+        field is not None
+        and _non_none_args(field.annotation) == (bool,)
+        and text.lower() in ("true", "false")
+    ):
+        return text.lower() == "true"
     try:
         return json.loads(text)
     except ValueError:
@@ -157,14 +196,53 @@ def _with_password(config: Config, env: Mapping[str, str]) -> Config:
 
 def _read_secret(path: Path, key: str) -> str:
     try:
-        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError([(key, f"cannot read {path}: {exc.strerror or type(exc).__name__}")]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([(key, f"{path} is not valid UTF-8 text")]) from None
-    if not secret:
-        raise ConfigError([(key, f"{path} is empty")])
-    return secret
+        return read_secret(path)
+    except FileProblem as exc:
+        raise ConfigError([(key, str(exc))]) from None
+
+
+def _file_errors(
+    config: Config, sources: Mapping[tuple[str, ...], str], check_recording: bool
+) -> list[tuple[str, str]]:
+    """One error per file the daemon would open that is missing, unreadable or not a regular file.
+
+    Only files in use are checked: TLS files with TLS on, a model or detector with its modality on. Camera
+    paths and the serial port are not: those sources may come and go, and the daemon retries them.
+    """
+    named: list[tuple[str, Path, str]] = []
+    tls = config.mqtt.tls
+    if tls.enabled:
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(tls, name)
+            if value is not None:
+                named.append((f"mqtt.tls.{name}", value, ""))
+    emg_on, camera_on = config.emg.source != "off", config.camera.source != "off"
+    if check_recording and config.emg.source == "replay" and config.emg.replay.path is not None:
+        named.append(("emg.replay.path", config.emg.replay.path, ""))
+    for key, model, used in (
+        ("models.emg", config.models.emg, emg_on),
+        ("models.face", config.models.face, camera_on),
+    ):
+        if used and model is not None:
+            named.append((key, model, ""))
+            named.append((key, card_path_for(model), "model card: "))
+    if camera_on and config.face.detector_model is not None:
+        named.append(("face.detector_model", config.face.detector_model, ""))
+    errors: list[tuple[str, str]] = []
+    for key, path, prefix in named:
+        if any(done == key for done, _ in errors):
+            continue  # a model's card is not looked for when the model itself is missing
+        try:
+            check_readable_file(path)
+        except FileProblem as exc:
+            message = prefix + str(exc)
+            if key == "face.detector_model":
+                message += "; `emotion-edge models fetch` downloads the YuNet model"
+            source = _source_of(tuple(key.split(".")), sources)
+            if source is not None:
+                message += f" (set by environment variable {source})"
+            errors.append((key, message))
+    return errors
 
 
 # --- explaining validation errors ----------------------------------------------------------------------
@@ -173,6 +251,10 @@ _FRIENDLY = {
     "model_type": "must be a table (a [section])",
     "model_attributes_type": "must be a table (a [section])",
     "path_type": "must be a path (a string)",
+    # The sections are strict: "yes", 1 or "true" (a TOML string) is no boolean, "8883" no port.
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
 }
 
 

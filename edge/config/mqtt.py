@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal, Self
 
@@ -10,18 +12,41 @@ from pydantic_core import PydanticCustomError
 
 from edge.config.checks import require_not_above
 
+# One DNS label: letters, digits, '-' inside, and '_' (not RFC 1123, but common in container and LAN names).
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_BAD_HOST = "must be a host name (such as broker.lan) or an IP address, without scheme, port or user"
+
+
+def check_host(value: str) -> str:
+    """``value`` if it is a host name or an IP literal paho can connect to; ValueError otherwise."""
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must be a host name or IP address, without spaces or control characters")
+    try:
+        ipaddress.ip_address(value)  # also IPv6 with a scope, fe80::1%eth0; without [brackets]
+        return value
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(_BAD_HOST + (" (non-ASCII names in their xn-- form)" if not value.isascii() else ""))
+    if labels[-1].isdigit():
+        raise ValueError("is neither an IPv4 address nor a host name (a name cannot end in a number)")
+    return value
+
 
 class MqttTlsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     enabled: bool = Field(default=False, description="Connect over TLS.")
     ca_file: Path | None = Field(
-        default=None, description="CA bundle that signed the broker certificate (default: the system store)."
+        strict=False,
+        default=None,
+        description="CA bundle that signed the broker certificate (default: the system store).",
     )
     cert_file: Path | None = Field(
-        default=None, description="Client certificate for mutual TLS; needs key_file as well."
+        strict=False, default=None, description="Client certificate for mutual TLS; needs key_file as well."
     )
-    key_file: Path | None = Field(default=None, description="Private key of cert_file.")
+    key_file: Path | None = Field(strict=False, default=None, description="Private key of cert_file.")
     insecure: bool = Field(
         default=False,
         description="Skip the broker hostname check (self-signed test brokers only: it gives up protection "
@@ -39,23 +64,27 @@ class MqttTlsConfig(BaseModel):
 
 
 class MqttConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
     host: str | None = Field(
         default=None,
         min_length=1,
-        description="Broker host name or address. Unset: no broker configured (the daemon may start an "
-        "embedded one).",
+        description="Broker host name or IP address, alone: no scheme, port, user or [brackets] (e.g. "
+        "broker.lan, 192.168.1.10, fd00::1). Unset: no broker configured (the daemon may start an embedded "
+        "one).",
     )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port (8883 is usual with TLS).")
     username: str | None = Field(default=None, description="User name for broker authentication.")
     password: SecretStr | None = Field(
+        strict=False,
         default=None,
         description="Broker password. Prefer password_file or the systemd credential 'mqtt_password' so the "
         "secret stays out of this file.",
     )
     password_file: Path | None = Field(
-        default=None, description="File holding the broker password (trailing newlines are ignored)."
+        strict=False,
+        default=None,
+        description="File holding the broker password (trailing newlines are ignored).",
     )
     client_id: str | None = Field(
         default=None, min_length=1, description="MQTT client id. Unset: derived from device_id."
@@ -81,6 +110,21 @@ class MqttConfig(BaseModel):
     )
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Upper bound of the reconnect delay.")
     tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig, description="TLS to the broker.")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        # paho passes the host to getaddrinfo; a newline or a URL would only fail (or worse, resolve
+        # something else) at connect time, over and over with backoff.
+        return None if value is None else check_host(value)
+
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _qos_not_bool(cls, value: object) -> object:
+        # true == 1 in Python, so a Literal[0, 1, 2] alone would take qos = true as 1, even in strict mode.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be the integer 0, 1 or 2")
+        return value
 
     @field_validator("topic_prefix", "discovery_prefix")
     @classmethod

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.classifier import EmgClassifier
 from edge.decision import ModalityReading
-from edge.dsp import RingWindower
+from edge.emg.classifier import EmgClassifier
+from edge.emg.dsp import RingWindower
 from edge.latency import RecentLatencies
 from edge.queues import CountingQueue
 from edge.sources.chunk import SampleChunk

@@ -13,8 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.classifier import TfliteClassifier
-from edge.dsp import FloatArray
-from edge.face_detect import FaceBox, FaceDetector, crop_face, select
+from edge.emg.dsp import FloatArray
+from edge.face.detect import FaceBox, FaceDetector, crop_face, select
 from edge.model_card import CardError, FacePreprocessing
 
 # FER2013's label order; npz files for `evaluate face` use these indices.

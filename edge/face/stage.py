@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edge.decision import ModalityReading
-from edge.face import FacePipeline, FaceResult
+from edge.face.classifier import FacePipeline, FaceResult
 from edge.latency import RecentLatencies
 from edge.queues import LatestSlot
 from edge.sources.camera import Frame

@@ -11,14 +11,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge.classifier import EmgClassifier
 from edge.config import Config, ConfigError
+from edge.emg.classifier import EmgClassifier
 from edge.paths import SHIPPED_EMG_MODEL, SHIPPED_FACE_MODEL, shipped_model
 from edge.sources.replay_emg import ReplayEmgSource
 from edge.sources.serial_emg import SerialEmgSource
 
 if TYPE_CHECKING:
-    from edge.face import FacePipeline
+    from edge.face.classifier import FacePipeline
 
 
 def modality_weights(config: Config) -> dict[str, float]:
@@ -49,8 +49,8 @@ def emg_source(config: Config, n_channels: int) -> SerialEmgSource | ReplayEmgSo
 def face_pipeline(config: Config) -> FacePipeline:
     """The face model and detector. Raises CardError (models.face) or ConfigError
     (face.detector_model)."""
-    from edge.face import FaceClassifier, FacePipeline
-    from edge.face_detect import DetectorError, make_detector
+    from edge.face.classifier import FaceClassifier, FacePipeline
+    from edge.face.detect import DetectorError, make_detector
 
     classifier = FaceClassifier(
         config.models.face or shipped_model(SHIPPED_FACE_MODEL), config.models.num_threads

@@ -13,10 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.classifier import EmgClassifier
 from edge.config import Config
 from edge.decision import DecisionEngine, EpisodeEvent, ModalityReading
-from edge.emg_stage import EmgStage
+from edge.emg.classifier import EmgClassifier
+from edge.emg.stage import EmgStage
 from edge.queues import CountingQueue, LatestSlot
 from edge.sdnotify import ProgressWatchdog
 from edge.service import loading
@@ -26,8 +26,8 @@ from edge.sources.serial_emg import SerialEmgSource
 from edge.tasks import Supervisor
 
 if TYPE_CHECKING:
-    from edge.camera_stage import CameraStage
-    from edge.face import FacePipeline, FaceResult
+    from edge.face.classifier import FacePipeline, FaceResult
+    from edge.face.stage import CameraStage
     from edge.sources.camera import Frame, ThreadedCamera
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class Pipeline:
         if cfg.camera.source == "off":
             return
         # Imported only with a camera: OpenCV alone adds ~15 MB and start-up time.
-        from edge.camera_stage import CameraStage
+        from edge.face.stage import CameraStage
         from edge.sources.camera import make_camera
 
         camera = make_camera(cfg.camera)

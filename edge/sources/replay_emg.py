@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.dsp import contiguous_segments
+from edge.emg.dsp import contiguous_segments
 from edge.queues import CountingQueue
 from edge.recording import Recording, RecordingError, iter_recording
 from edge.sources.chunk import SampleChunk
