@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh machine, then run it.
 #   bash scripts/test.sh [pytest args...]
-# As root it installs mosquitto (real broker for the MQTT tests), systemd (systemd-analyze)
-# and shellcheck from apt. It creates .venv with the runtime, train, test and demo extras.
+# As root it installs mosquitto and its clients (real broker for the MQTT and deploy tests),
+# systemd (systemd-analyze, systemd-tmpfiles), shellcheck and openssl from apt. It creates .venv
+# with the runtime, train, test and demo extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v systemd-analyze >/dev/null || need+=(systemd)
   command -v shellcheck >/dev/null || need+=(shellcheck)
   command -v openssl >/dev/null || need+=(openssl)
+  command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
   if [ ${#need[@]} -gt 0 ]; then
     echo "== apt: installing ${need[*]}"
     apt-get update -qq
