@@ -102,7 +102,7 @@ def _replay_events(emg_csv: Path, speed: str, tmp_path: Path) -> list[dict[str, 
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     # Identity and wall-clock fields differ by design; everything decided must not.
-    return [{k: v for k, v in e.items() if k not in ("id", "ts")} for e in events]
+    return [{k: v for k, v in e.items() if k not in ("id", "ts", "generation")} for e in events]
 
 
 def test_replay_is_deterministic_at_any_speed(tmp_path: Path, emg_csv: Path) -> None:

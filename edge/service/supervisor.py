@@ -130,7 +130,7 @@ class Service:
     async def _start(self) -> None:
         cfg = self.config
         self.lock.acquire()
-        self.outbox = AsyncOutbox(cfg.outbox.path, cfg.outbox.max_events, cfg.outbox.max_age_s)
+        self.outbox = AsyncOutbox.from_config(cfg.outbox)
         saved = await self.outbox.load_settings("switches")
         self.switches.update({k: bool(v) for k, v in saved.items() if k in self.switches})
         host, port = cfg.mqtt.host, cfg.mqtt.port
