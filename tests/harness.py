@@ -84,6 +84,10 @@ class Mosquitto:
             lines.append("allow_anonymous true")
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1"]
+            if os.geteuid() == 0 and not any(line.startswith("user ") for line in lines):
+                # As root mosquitto drops to its own user, which cannot write under pytest's 0700
+                # tmp dirs: persistence would fail silently and sessions would not survive a restart.
+                lines.append("user root")
         conf.write_text("\n".join(lines) + "\n")
         log = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)

@@ -1,12 +1,20 @@
-"""Commands from ``{prefix}/{device_id}/set/<switch>``: parsed and validated, never trusted."""
+"""Commands from ``{prefix}/{device_id}/set/<switch>``: parsed and validated, never trusted.
+
+The payload is exactly ``ON`` or ``OFF``, as documented in the README and as Home Assistant's MQTT
+switch sends them (``payload_on``/``payload_off`` in the discovery payload). Nothing else is taken:
+not ``on``, ``1``, ``true`` or padded variants. A lenient parser makes a typo or a stray tool act on
+the device; a strict one makes it show up as ``commands_rejected``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 SWITCHES = ("emg_paused", "camera_paused", "privacy")
-_ON = {"on", "true", "1", "pause", "paused", "enable", "enabled"}
-_OFF = {"off", "false", "0", "resume", "resumed", "disable", "disabled"}
+PAYLOAD_ON = b"ON"
+PAYLOAD_OFF = b"OFF"
+# Longest payload quoted back in an error message (the rest is cut: logs are not for payloads).
+_QUOTE_MAX = 16
 
 
 class CommandError(ValueError):
@@ -19,22 +27,24 @@ class SwitchCommand:
     on: bool
 
 
-def parse_command(base_topic: str, topic: str, payload: bytes) -> SwitchCommand:
-    """``.../set/emg_paused`` + ``ON`` -> SwitchCommand("emg_paused", True)."""
+def switch_of(base_topic: str, topic: str) -> str:
+    """``.../set/emg_paused`` -> ``emg_paused``; CommandError for anything but a known switch."""
     prefix = f"{base_topic}/set/"
     if not topic.startswith(prefix):
         raise CommandError(f"not a command topic: {topic!r}")
     switch = topic[len(prefix) :]
     if switch not in SWITCHES:
-        raise CommandError(f"unknown switch {switch!r}; known: {', '.join(SWITCHES)}")
-    if len(payload) > 32:
-        raise CommandError(f"payload for {switch} too long ({len(payload)} bytes)")
-    try:
-        text = payload.decode("ascii").strip().strip('"').lower()
-    except UnicodeDecodeError as exc:
-        raise CommandError(f"payload for {switch} is not ASCII") from exc
-    if text in _ON:
+        raise CommandError(f"unknown switch {switch[:32]!r}; known: {', '.join(SWITCHES)}")
+    return switch
+
+
+def parse_command(base_topic: str, topic: str, payload: bytes) -> SwitchCommand:
+    """``.../set/emg_paused`` + ``ON`` -> SwitchCommand("emg_paused", True)."""
+    switch = switch_of(base_topic, topic)
+    if payload == PAYLOAD_ON:
         return SwitchCommand(switch, True)
-    if text in _OFF:
+    if payload == PAYLOAD_OFF:
         return SwitchCommand(switch, False)
-    raise CommandError(f"payload for {switch} must be ON or OFF, got {text[:16]!r}")
+    quoted = payload[:_QUOTE_MAX]
+    more = f" (+{len(payload) - _QUOTE_MAX} bytes)" if len(payload) > _QUOTE_MAX else ""
+    raise CommandError(f"payload for {switch} must be exactly ON or OFF, got {quoted!r}{more}")

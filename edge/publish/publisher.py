@@ -4,6 +4,14 @@ The publisher owns the MQTT link and the device's retained topics: availability,
 switches, modality availability and the state. Episode events go to the durable outbox first
 and reach the broker from there. Commands are parsed strictly and handed to the pipeline as
 switch changes; the switches are saved so they survive a restart.
+
+Commands are coalesced and rate-limited: a flood (a script toggling a switch 10,000 times, a
+retained-message loop) costs neither memory nor event latency. Per switch only the latest value
+waits to be applied; applications happen at most ``COMMANDS_PER_S`` times a second, and each one
+saves the settings and publishes the retained switch state once for the whole burst. Counted as
+``commands_coalesced`` (superseded by a later command before being applied) and
+``commands_rate_limited`` (held back because the previous application was too recent). Log lines
+about commands are rate-limited as well (:mod:`edge.logs`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.decision import EpisodeEvent
+from edge.logs import LogLimiter
 from edge.outbox import AsyncOutbox
 from edge.publish.commands import CommandError, parse_command
 from edge.publish.discovery import discovery_payload
@@ -30,6 +39,11 @@ log = logging.getLogger(__name__)
 # Retained state is refreshed at most this often unless the emotion changes: Home
 # Assistant records every state message, and 10 windows/s would flood its database.
 STATE_MIN_INTERVAL_S = 1.0
+# Command applications per second, at most; commands arriving faster are coalesced per switch.
+COMMANDS_PER_S = 5.0
+# Log lines about commands (applied, rejected): this many per interval, then one summary line.
+COMMAND_LOG_BURST = 10
+COMMAND_LOG_INTERVAL_S = 60.0
 
 EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
 
@@ -63,6 +77,13 @@ class Publisher:
         self.link: MqttLink | None = None
         self._last_state_publish = 0.0
         self._last_state_emotion: str | None = None
+        # Commands waiting to be applied: switch -> the latest value asked for.
+        self._pending_commands: dict[str, bool] = {}
+        self._applier: asyncio.Task[None] | None = None
+        self._last_apply = -float("inf")
+        self._command_log = LogLimiter(log, COMMAND_LOG_INTERVAL_S, burst=COMMAND_LOG_BURST)
+        self._republish: asyncio.Task[None] | None = None
+        self._republish_again = False
 
     @property
     def connected(self) -> bool:
@@ -125,6 +146,8 @@ class Publisher:
                 "ts": round(time.time(), 3),
                 "sample": ev.sample,
                 "device_id": self.config.device_id,
+                # With seq, what consumers deduplicate on: greatest (generation, seq) wins.
+                "generation": self.outbox.generation,
             }
             seq = await self.outbox.append(self.topics.event, partial(event_payload, body=body))
             if self.on_event is not None:
@@ -179,23 +202,71 @@ class Publisher:
         assert self.link is not None
         if topic == self.topics.ha_status:
             if payload.strip() == b"online" and self.config.mqtt.discovery:
-                log.info("Home Assistant came online: re-sending discovery")
-                self.background.spawn(self._publish_all())
+                self._command_log.info("ha-online", "Home Assistant came online: re-sending discovery")
+                self._republish_all()
             return
-        self.link.stats.commands_received += 1
+        stats = self.link.stats
+        stats.commands_received += 1
         try:
             cmd = parse_command(self.topics.base, topic, payload)
         except CommandError as exc:
-            self.link.stats.commands_rejected += 1
-            log.warning("ignored command: %s", exc)
+            stats.commands_rejected += 1
+            self._command_log.warning("rejected", "ignored command: %s", exc)
             return
-        log.info("command: %s -> %s", cmd.switch, _on_off(cmd.on))
-        self.switches[cmd.switch] = cmd.on
-        self._on_switch(cmd.switch, cmd.on)
-        self.background.spawn(self._after_switch(cmd.switch))
+        if cmd.switch in self._pending_commands:
+            stats.commands_coalesced += 1
+        self._pending_commands[cmd.switch] = cmd.on
+        busy = self._applier is not None and not self._applier.done()
+        if busy or time.monotonic() - self._last_apply < 1.0 / COMMANDS_PER_S:
+            # Not applied at once: it waits for the applier's next turn (and may be coalesced).
+            stats.commands_rate_limited += 1
+        if not busy:
+            self._applier = self.background.spawn(self._apply_commands(), name="apply-commands")
 
-    async def _after_switch(self, switch: str) -> None:
+    async def _apply_commands(self) -> None:
+        """Apply what waits, at most COMMANDS_PER_S times a second, until nothing does."""
+        while self._pending_commands:
+            wait = self._last_apply + 1.0 / COMMANDS_PER_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            batch, self._pending_commands = self._pending_commands, {}
+            self._last_apply = time.monotonic()
+            await self._apply(batch)
+
+    async def _apply(self, batch: dict[str, bool]) -> None:
         assert self.link is not None
-        await self.outbox.save_settings("switches", self.switches)
-        await self.link.publish_retained(self.topics.switch_state(switch), _on_off(self.switches[switch]))
-        await self.publish_availability()
+        self.link.stats.commands_applied += len(batch)
+        changed = [switch for switch, on in batch.items() if self.switches[switch] != on]
+        for switch in changed:
+            self.switches[switch] = batch[switch]
+            self._on_switch(switch, batch[switch])
+        self._command_log.info(
+            "applied",
+            "command: %s",
+            ", ".join(
+                f"{switch} -> {_on_off(on)}" + ("" if switch in changed else " (unchanged)")
+                for switch, on in batch.items()
+            ),
+        )
+        if changed:
+            await self.outbox.save_settings("switches", self.switches)
+        # The state is confirmed even when unchanged: Home Assistant waits for it (not optimistic).
+        for switch in batch:
+            await self.link.publish_retained(self.topics.switch_state(switch), _on_off(self.switches[switch]))
+        if changed:
+            await self.publish_availability()
+
+    def _republish_all(self) -> None:
+        """``_publish_all`` once, or once more after the one running: births do not pile up."""
+        if self._republish is not None and not self._republish.done():
+            self._republish_again = True
+            return
+
+        async def run() -> None:
+            while True:
+                self._republish_again = False
+                await self._publish_all()
+                if not self._republish_again:
+                    return
+
+        self._republish = self.background.spawn(run(), name="republish")
