@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
 
+    from edge.calibration.command import register as register_calibrate_command
     from edge.config.commands import register as register_config_commands
     from edge.daemon_cli import register as register_daemon_commands
     from edge.models_fetch import register as register_models_commands
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_daemon_commands(sub)
     register_config_commands(sub)
     register_models_commands(sub)
+    register_calibrate_command(sub)
     return parser
 
 
