@@ -17,9 +17,11 @@ def test_a_second_daemon_on_the_same_state_dir_exits_75_naming_the_first(
     sub = Subscriber(broker.port, [EVENTS])
     config = daemon_config(tmp_path, broker.port, emg=replay_emg(emg_csv, speed=8, loop=True))
     first = Daemon(config, tmp_path)
+    daemons = [first]
     try:
         sub.wait_for(EVENTS, lambda m: len(m) >= 1)
         second = Daemon(config, tmp_path)
+        daemons.append(second)
         assert second.wait(30) == os.EX_TEMPFAIL, second.log
         assert f"PID {first.proc.pid}" in second.log and "outbox.path" in second.log
         assert "Traceback" not in second.log
@@ -30,12 +32,15 @@ def test_a_second_daemon_on_the_same_state_dir_exits_75_naming_the_first(
         assert first.stop() == 0
         # Once the first has stopped (or died), the directory is free again.
         third = Daemon(config, tmp_path)
+        daemons.append(third)
         wait_until(lambda: "running as" in third.log, 30, what="the third daemon to start")
         third.kill()  # SIGKILL: the kernel drops the lock with the process
         fourth = Daemon(config, tmp_path)
+        daemons.append(fourth)
         wait_until(lambda: "running as" in fourth.log, 30, what="a start after a SIGKILL")
         assert fourth.stop() == 0
     finally:
-        first.kill()
+        for daemon in daemons:  # a failed assertion must not leave a daemon running
+            daemon.kill()
         sub.close()
         broker.stop()
