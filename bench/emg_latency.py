@@ -18,8 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from bench.stats import print_table, summarize, time_each
-from edge.classifier import EmgClassifier, TfliteClassifier
-from edge.dsp import FeatureSpec, FloatArray
+from edge.classifier import TfliteClassifier
+from edge.emg.classifier import EmgClassifier
+from edge.emg.dsp import FeatureSpec, FloatArray
 from edge.paths import SHIPPED_EMG_MODEL, shipped_model
 from edge.recording import labelled_windows, load_recording
 

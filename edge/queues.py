@@ -36,6 +36,16 @@ class CountingQueue(Generic[T]):
         self.stats.put += 1
         self.stats.max_depth = max(self.stats.max_depth, self._q.qsize())
 
+    def try_put(self, item: T) -> bool:
+        """Put ``item`` if there is room, without waiting. False when full: nothing is put or
+        counted, and the caller still owns the item (it must :meth:`put` it or account for it)."""
+        if self._q.full():
+            return False
+        self._q.put_nowait(item)
+        self.stats.put += 1
+        self.stats.max_depth = max(self.stats.max_depth, self._q.qsize())
+        return True
+
     async def get(self) -> T:
         item = await self._q.get()
         self.stats.got += 1

@@ -407,3 +407,146 @@ def test_random_noise_never_raises_and_does_not_depend_on_chunking(seed: int) ->
     assert stats["lines_ok"] == len(out)
     for values, gap in out:
         assert len(values) == 3 and all(0 <= v <= 1023 for v in values) and gap >= 0
+
+
+# --- numbers are parsed strictly ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        # Python's int()/float() take these; the protocol does not.
+        (b"1_0,2,3", "not_a_number"),
+        (b"1,2_0,3", "not_a_number"),
+        (b"5,1_000,2,3", "not_a_number"),
+        (b"1_0,1,2,3", "bad_counter"),
+        (b"+1,2,3", "not_a_number"),
+        (b"1,+2,3", "not_a_number"),
+        (b"+nan,2,3", "not_a_number"),
+        (b"1,\x0b2,3", "not_a_number"),  # only spaces and tabs around a field
+        (b"1,2\r,3", "not_a_number"),  # \r only at the end of the line
+        # ... nor these (rejected before too)
+        (b"1,\x1f2,3", "not_a_number"),
+        (b"1 0,2,3", "not_a_number"),
+        (b"1,2,3 4", "not_a_number"),
+        (b"1,0x1F,3", "not_a_number"),
+        (b"1,1e_2,3", "not_a_number"),
+        (b"1,--2,3", "not_a_number"),
+        (b"1,2,-", "not_a_number"),
+        (b"1,.,3", "not_a_number"),
+        (b"1,e2,3", "not_a_number"),
+    ],
+)
+@pytest.mark.parametrize("vectorised", [True, False])
+def test_numbers_are_parsed_strictly(line: bytes, reason: str, vectorised: bool) -> None:
+    parser = LineParser(3, 0, 1023) if vectorised else LineParser(3, 0, 1023, vectorised=False)
+    parser.feed(b"\n")
+    assert parser.feed(line + b"\n" + line + b"\r\n") == []
+    assert parser.stats.rejected == {reason: 2}
+    assert parser.stats.lines_ok == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "values"),
+    [
+        (b"1.,.5,3", (1.0, 0.5, 3.0)),
+        (b"1E2,-0,3", (100.0, 0.0, 3.0)),
+        (b"1e+2,1e-2,0.0", (100.0, 0.01, 0.0)),
+        (b"\t1\t,  2,3 ", (1.0, 2.0, 3.0)),
+        (b"007,0010,2,3", (10.0, 2.0, 3.0)),  # leading zeros are decimal, never octal
+    ],
+)
+def test_what_strict_parsing_still_accepts(line: bytes, values: tuple[float, ...]) -> None:
+    parser = synced()
+    assert rows(parser.feed(line + b"\n")) == [(values, 0)]
+
+
+# --- the vectorised path and the line-by-line path agree ----------------------------------------
+
+
+def test_a_batch_in_the_boards_shape_is_parsed_in_one_go_with_exact_counts() -> None:
+    data = (
+        counter_lines(1, 2)
+        + b"3,100,2000,300\n"  # out of range
+        + b"4294967296,1,2,3\n"  # counter beyond uint32
+        + counter_lines(5)
+        + b"6,-1,2,3\r\n"  # out of range, with a CR
+        + b"7,0,1023,-0\r\n"
+        + counter_lines(7)  # repeated: a reset
+    )
+    results = []
+    for vectorised in (True, False):
+        parser = LineParser(3, 0, 1023, vectorised=vectorised)
+        parser.feed(b"\n")
+        out = parser.feed(data)
+        results.append(([(p.values, p.gap_before, p.counter) for p in out], parser.stats.as_dict()))
+        assert (parser.fast_lines, parser.slow_lines) == ((8, 0) if vectorised else (0, 8))
+    assert results[0] == results[1]
+    assert results[0][0] == [
+        ((100.0, 200.0, 300.0), 0, 1),
+        ((100.0, 200.0, 300.0), 0, 2),
+        ((100.0, 200.0, 300.0), 2, 5),
+        ((0.0, 1023.0, 0.0), 1, 7),
+        ((100.0, 200.0, 300.0), 1, 7),
+    ]
+    assert results[0][1] == {
+        "lines_ok": 5,
+        "samples_lost": 3,
+        "counter_jumps": 2,
+        "counter_resets": 1,
+        "lines_rejected": 3,
+        "rejected_bad_counter": 1,
+        "rejected_out_of_range": 2,
+    }
+
+
+def board_like_stream(rng: random.Random, n_lines: int) -> bytes:
+    """Mostly the reference sketch's lines, with every kind of fault now and then."""
+    parts = []
+    counter = rng.randrange(WRAP)
+    for _ in range(n_lines):
+        counter = (counter + 1) % WRAP
+        values = [rng.randrange(0, 1024) for _ in range(3)]
+        line = b"%d,%d,%d,%d\n" % (counter, *values)
+        r = rng.random()
+        if r < 0.03:
+            counter = (counter + rng.randrange(2, 50)) % WRAP  # lost samples
+        elif r < 0.04:
+            counter = rng.randrange(100)  # the board restarted
+        elif r < 0.05:
+            line = b"%d,%d,%d,%d\n" % (counter + WRAP, *values)  # bad counter, same shape
+        elif r < 0.07:
+            line = b"%d,%d,%d,%d\n" % (counter, values[0], 1024 + values[1], values[2])  # out of range
+        elif r < 0.08:
+            line = b"%d,-%d,%d,%d\r\n" % (counter, *values)
+        elif r < 0.09:
+            line = b"%d,%d,%d\n" % tuple(values)  # no counter
+        elif r < 0.10:
+            line = rng.choice(
+                [b"\n", b"\xff\x00garbage\n", b"1,2\n", b"1_0,2,3\n", b"1,2.5,3\n", b" 1,2,3\n"]
+            )
+        elif r < 0.11:
+            line = line[: rng.randrange(len(line))]  # cut: glues onto the next line
+        parts.append(line)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_vectorised_parsing_matches_line_by_line_parsing(seed: int) -> None:
+    rng = random.Random(seed)
+    data = board_like_stream(rng, 3000)
+    chunks = []
+    i = 0
+    while i < len(data):  # reads of about 20 ms at 1-4 kHz, sometimes tiny
+        n = rng.choice([1, 7, 60, 250, 400, 800, 1600])
+        chunks.append(data[i : i + n])
+        i += n
+    results = []
+    for vectorised in (True, False):
+        parser = LineParser(3, 0, 1023, vectorised=vectorised)
+        out = [(p.values, p.gap_before, p.counter) for c in chunks for p in parser.feed(c)]
+        results.append((out, parser.stats.as_dict()))
+        if vectorised:
+            assert parser.fast_lines > 0
+    assert results[0] == results[1]
+    assert results[0][1]["lines_ok"] > 2000
