@@ -49,8 +49,15 @@ def emg_source(config: Config, n_channels: int) -> SerialEmgSource | ReplayEmgSo
 def face_pipeline(config: Config) -> FacePipeline:
     """The face model and detector. Raises CardError (models.face) or ConfigError
     (face.detector_model)."""
+    import cv2
+
     from edge.face.classifier import FaceClassifier, FacePipeline
     from edge.face.detect import DetectorError, make_detector
+
+    # OpenCV's own pool defaults to one thread per core. On a Pi the frames are small and the
+    # other core serves EMG and MQTT: its wake-ups cost more CPU than they save (17.8% of a core
+    # for EMG + a 15 fps camera with the pool, see README benchmarks).
+    cv2.setNumThreads(config.models.num_threads)
 
     classifier = FaceClassifier(
         config.models.face or shipped_model(SHIPPED_FACE_MODEL), config.models.num_threads
