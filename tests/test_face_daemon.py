@@ -242,8 +242,13 @@ def test_camera_failure_keeps_emg_running(tmp_path: Path, emg_csv: Path, yunet: 
         n = len(sub.on(f"{BASE}/event"))
         sub.wait_for(f"{BASE}/event", lambda m: len(m) >= n + 3, timeout=30)
         assert sub.last(f"{BASE}/modality/emg/available") == b"ON"
-        camera = stats_of(sub)["camera"]
-        assert isinstance(camera, dict) and camera["open_failures"] >= 1
+
+        # The reopen comes after a backoff (0.5 s): wait for it rather than race the next stats message.
+        def reopen_failed() -> bool:
+            camera = stats_of(sub).get("camera")
+            return isinstance(camera, dict) and camera["open_failures"] >= 1
+
+        wait_until(reopen_failed, 15, what="a failed reopen of the missing folder in the stats")
         photo_folder(photos, "skimage_astronaut.png")
         sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"ON"], timeout=15)
         assert daemon.proc.poll() is None
