@@ -33,6 +33,16 @@ def test_shipped_face_card() -> None:
     assert abs(float_acc - int8_acc) <= 0.01
 
 
+def test_shipped_face_card_matches_what_evaluate_face_prints() -> None:
+    from edge.evaluate import evaluate_face
+
+    card = load_card(SHIPPED_FACE)
+    report = evaluate_face(shared_file("fer2013/fer2013.npz"), SHIPPED_FACE, usage=1)
+    assert card.metrics["int8"]["n"] == report["n"]
+    assert card.metrics["int8"]["accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    assert card.metrics["int8"]["macro_f1"] == pytest.approx(report["macro_f1"], abs=1e-9)
+
+
 def test_runtime_equals_training_side_int8(public_test: tuple[np.ndarray, np.ndarray]) -> None:
     from training.export import tf_int8_predict
 
