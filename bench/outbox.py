@@ -1,9 +1,10 @@
-"""Outbox benchmarks: this checkout's edge/outbox.py against an older one, in the same run.
+"""Outbox benchmarks: this checkout's edge/outbox against an older one, in the same run.
 
     python -m bench.outbox [--backlog 100000] [--appends 300] [--old-ref HEAD] [--old-drain-s 20] [--mqtt]
 
-The old implementation is ``git show <old-ref>:edge/outbox.py`` loaded as a separate module, so
-both run on the same machine, disk and SQLite. Per implementation:
+The old implementation (``edge/outbox.py``, or the ``edge/outbox/`` package since the split) at
+``<old-ref>`` is loaded from git as a separate module, so both run on the same machine, disk and
+SQLite. Per implementation:
 
 * append: ``Outbox.append`` latency (each one a durable commit) with 0, 10^4 and ``--backlog``
   events queued (median, p99): it should not grow with the backlog.
@@ -55,13 +56,42 @@ def payload(seq: int) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def load_old(ref: str, where: Path) -> ModuleType:
-    source = subprocess.run(
-        ["git", "show", f"{ref}:edge/outbox.py"], cwd=REPO, capture_output=True, text=True, check=True
+def git_show(ref: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "show", f"{ref}:{path}"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
-    path = where / "outbox_old.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("outbox_old", path)
+
+
+def old_sources(ref: str) -> dict[str, str]:
+    """The outbox at ``ref``: ``{"outbox_old.py": ...}`` (one module) or the files of the package."""
+    listed = subprocess.run(
+        ["git", "ls-tree", "--name-only", f"{ref}:edge/outbox"], cwd=REPO, capture_output=True, text=True
+    )
+    names = [n for n in listed.stdout.split() if n.endswith(".py")] if listed.returncode == 0 else []
+    if not names:
+        return {"outbox_old.py": git_show(ref, "edge/outbox.py")}
+    return {f"outbox_old/{n}": git_show(ref, f"edge/outbox/{n}") for n in names}
+
+
+def new_sources(module: ModuleType) -> dict[str, str]:
+    path = Path(str(module.__file__))
+    if path.name != "__init__.py":
+        return {"outbox_old.py": path.read_text()}
+    return {f"outbox_old/{p.name}": p.read_text() for p in sorted(path.parent.glob("*.py"))}
+
+
+def load_old(sources: dict[str, str], where: Path) -> ModuleType:
+    """Load the old outbox as ``outbox_old`` (a package's modules import each other relatively)."""
+    for name, text in sources.items():
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        (where / name).write_text(text)
+    if "outbox_old.py" in sources:
+        spec = importlib.util.spec_from_file_location("outbox_old", where / "outbox_old.py")
+    else:
+        package = where / "outbox_old"
+        spec = importlib.util.spec_from_file_location(
+            "outbox_old", package / "__init__.py", submodule_search_locations=[str(package)]
+        )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["outbox_old"] = module
@@ -221,7 +251,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backlog", type=int, default=100_000)
     ap.add_argument("--appends", type=int, default=300, help="appends timed per backlog level")
-    ap.add_argument("--old-ref", default="HEAD", help="git revision of the old edge/outbox.py")
+    ap.add_argument("--old-ref", default="HEAD", help="git revision of the old edge/outbox")
     ap.add_argument("--old-drain-s", type=float, default=20.0, help="stop the old drain after this long")
     ap.add_argument("--mqtt", action="store_true", help="also drain through MqttLink and mosquitto")
     ap.add_argument("--dir", type=Path, default=None, help="where the databases go (default: a temp dir)")
@@ -232,9 +262,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-outbox-", dir=args.dir))
     broker = None
     try:
-        old = load_old(args.old_ref, work)
-        if (work / "outbox_old.py").read_text() == Path(new.__file__).read_text():
-            print(f"note: {args.old_ref}:edge/outbox.py is this checkout's; pass --old-ref <older commit>")
+        sources = old_sources(args.old_ref)
+        old = load_old(sources, work)
+        if sources == new_sources(new):
+            print(f"note: {args.old_ref}'s outbox is this checkout's; pass --old-ref <older commit>")
         port = None
         if args.mqtt:
             from tests.harness import Mosquitto

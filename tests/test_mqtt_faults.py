@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+import edge.logs
 from edge.config.mqtt import MqttConfig
 from edge.logs import LogLimiter
 from edge.outbox import AsyncOutbox, Outbox
@@ -111,8 +112,13 @@ def test_log_limiter_timer_writes_the_summary_when_occurrences_stop(caplog: pyte
     assert messages(caplog)[1].startswith("closed before answering [49 more like this in the last 0 s]")
 
 
-def test_outbox_full_is_logged_once_per_interval(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_outbox_full_is_logged_once_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An outage with a full outbox wrote 'outbox full' for every new event (45,705 lines in 300 s)."""
+    # Limiters are per process (one outbox per daemon); another test's outbox must not have used
+    # up this one's first line.
+    monkeypatch.setattr(edge.logs, "_shared", {})
     caplog.set_level(logging.WARNING, logger="edge.outbox")
     outbox = Outbox(tmp_path / "outbox.sqlite3", 5, 1e9)
     try:

@@ -325,7 +325,7 @@ def test_an_emptied_file_does_not_restart_seq(tmp_path: Path) -> None:
 
 
 def test_seq_stays_below_the_reservation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("edge.outbox.SEQ_RESERVE", 10)
+    monkeypatch.setattr("edge.outbox.sidecar.SEQ_RESERVE", 10)
     path = tmp_path / "o.sqlite3"
     ob = Outbox(path, 1000, 1e9)
     for _ in range(35):
