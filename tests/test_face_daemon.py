@@ -361,3 +361,22 @@ def test_privacy_toggled_while_the_camera_is_down_keeps_the_watchdog_fed(tmp_pat
         )
         assert "stalled stage" not in daemon.log
         assert daemon.stop() == 0
+
+
+def test_a_finite_camera_input_ends_without_stopping_the_daemon(
+    tmp_path: Path, emg_csv: Path, yunet: Path
+) -> None:
+    """A folder (or file) camera without ``loop`` reaches its end: that is the end of its input, not a
+    failure to restart until the supervisor gives up and exits 70."""
+    photos = photo_folder(tmp_path / "photos", "skimage_astronaut.png")
+    # Real time: EMG then shares the camera's clock (a faster replay would be stale next to it).
+    emg = replay_emg(emg_csv, speed=1, loop=True) + "\n" + camera_toml("images", photos, yunet, loop=False)
+    with running_daemon(tmp_path, emg, stats_interval_s=0.2) as (sub, daemon, _):
+        wait_until(lambda: captured(sub) >= 1, 30, what="the folder's frame")
+        sub.wait_for(f"{BASE}/modality/camera/available", lambda m: m[-1:] == [b"OFF"], timeout=15)
+        time.sleep(12)  # longer than 5 restarts with backoff would take
+        assert daemon.proc.poll() is None, daemon.log[-3000:]
+        assert "camera-source failed" not in daemon.log
+        n = len(sub.on(f"{BASE}/event"))
+        sub.wait_for(f"{BASE}/event", lambda m: len(m) >= n + 2, timeout=30)  # EMG goes on
+        assert daemon.stop() == 0

@@ -177,7 +177,9 @@ class Pipeline:
         self.camera_stage = stage
         self.watchdog.register("camera", self._max_silence_s())
         self.apply_camera_switches()
-        self.supervisor.start("camera-source", lambda: camera.run(slot), group="camera")
+        # run() returns at the end of a finite input (a file or folder without loop): the camera is then
+        # unavailable, and that is not a failure. A crashed capture thread raises and is restarted.
+        self.supervisor.start("camera-source", lambda: camera.run(slot), group="camera", finishes=True)
         self.supervisor.start("camera-stage", lambda: stage.run(slot), group="camera")
 
     def apply_camera_switches(self) -> None:

@@ -114,7 +114,14 @@ class ThreadedCamera(ABC):
             self._cond.notify_all()
 
     async def run(self, slot: LatestSlot[Frame]) -> None:
-        """Capture into ``slot`` until :meth:`stop` or the end of a finite source."""
+        """Capture into ``slot`` until :meth:`stop` or the end of a finite source.
+
+        Callable again after it raised (the supervisor restarts a crashed capture): each run starts
+        from a clean stop flag. Stopping is the caller's cancel of this task plus :meth:`stop`.
+        """
+        with self._cond:
+            self._stopping = False
+            self._crash = None
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         thread = threading.Thread(
