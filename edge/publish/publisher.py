@@ -48,6 +48,10 @@ COMMAND_LOG_INTERVAL_S = 60.0
 EventSink = Callable[[EpisodeEvent, dict[str, Any]], None]
 
 
+def _topics(config: Config) -> Topics:
+    return Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+
+
 def _on_off(value: bool) -> str:
     return "ON" if value else "OFF"
 
@@ -72,7 +76,7 @@ class Publisher:
         self._on_switch = on_switch
         self.on_event = on_event
         self.supervisor = supervisor
-        self.topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+        self.topics = _topics(config)
         self.background = TaskSet()
         self.link: MqttLink | None = None
         self._last_state_publish = 0.0
@@ -109,7 +113,7 @@ class Publisher:
         old = self.link
         await old.stop()
         self.config = config
-        self.topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+        self.topics = _topics(config)
         host = config.mqtt.host or old.host
         port = config.mqtt.port if config.mqtt.host else old.port
         await self.start(host, port)

@@ -229,7 +229,9 @@ class Pipeline:
     def decision_time(self) -> float:
         return self._last_reading_t
 
-    async def decide(self, step: Callable[[], list[EpisodeEvent]]) -> list[EpisodeEvent]:
+    async def decide(
+        self, step: Callable[[], list[EpisodeEvent]], force_state: bool = False
+    ) -> list[EpisodeEvent]:
         """Run one decision step and store its events, one step at a time.
 
         The lock keeps events in the order the engine produced them even when a step from
@@ -238,7 +240,7 @@ class Pipeline:
         async with self._decision_lock:
             events = step()
             await self._emit(events)
-        self._on_decided(bool(events))
+        self._on_decided(force_state or bool(events))
         return events
 
     async def drop_modality(self, sensor: str) -> None:
@@ -252,8 +254,8 @@ class Pipeline:
                 return self.decision.tick(self.decision_time())
             return self.decision.close(self.decision_time())
 
-        await self.decide(step)
-        self._on_decided(True)
+        # The state changes even without an event (the modality left it): publish it now.
+        await self.decide(step, force_state=True)
 
     async def close(self) -> None:
         await self.stop_camera()
