@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("modality", choices=["emg", "face"])
     ev.add_argument("--data", required=True, help="labelled recording CSV (emg) or npz (face)")
     ev.add_argument("--model", help="a .tflite with its .card.json beside it (default: the shipped model)")
-    ev.add_argument("--hop", type=int, help="hop in samples (default: the model's window)")
+    ev.add_argument(
+        "--hop",
+        type=int,
+        help="hop in samples (default: the card's hop, one window per prediction the daemon makes)",
+    )
     ev.add_argument("--source-layout", action="store_true", help="EMG file in the source's 6x5000 layout")
     ev.add_argument(
         "--usage",

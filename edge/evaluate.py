@@ -35,10 +35,13 @@ def is_training_file(data: Path, card: ModelCard) -> bool:
 def evaluate_emg(
     data: Path, model: Path, hop: int | None = None, source_layout: bool = False
 ) -> dict[str, Any]:
-    """Non-overlapping windows by default (hop = the model's window), never across a gap or label change."""
+    """One window per prediction the daemon would make (hop = the card's hop) by default, never
+    across a gap or label change. A model may read more samples than its hop (a longer look-back),
+    so consecutive windows can overlap; ``hop=clf.window`` scores non-overlapping ones."""
     clf = EmgClassifier(model)
+    hop = hop or clf.spec.hop
     rec = load_recording(data, source_layout=source_layout)
-    windows, labels, _ = labelled_windows(rec, clf.window, hop or clf.window)
+    windows, labels, _ = labelled_windows(rec, clf.window, hop)
     unknown = sorted(set(labels.tolist()) - set(clf.labels))
     if unknown:
         raise RecordingError(f"{data}: labels {unknown} are not among the model's {clf.labels}")
@@ -52,7 +55,7 @@ def evaluate_emg(
         model=str(model),
         model_sha256=clf.model.card.model_sha256,
         window=clf.window,
-        hop=hop or clf.window,
+        hop=hop,
         runtime=clf.model.runtime_module,
         training_data=is_training_file(data, clf.model.card),
     )

@@ -199,7 +199,9 @@ def test_conventions_match_the_shipped_model() -> None:
     shipped = load_card(SHIPPED_EMG)
     pre = shipped.preprocessing
     assert pre.kind == offline.FEATURE_KIND
-    assert shipped.window == offline.WINDOW and shipped.hop == offline.WINDOW
+    # Both predict every WINDOW samples from the same features; the generic model may read a longer
+    # look-back (chosen by training/emg.py's forward protocol for drift within a session).
+    assert shipped.hop == offline.WINDOW and (shipped.window or 0) % offline.WINDOW == 0
     assert shipped.training["train_hop"] == offline.TRAIN_HOP
     assert shipped.channels == list(offline.CHANNEL_NAMES)
     assert pre.smoothing_sigma == offline.SMOOTHING_SIGMA

@@ -40,24 +40,25 @@ def test_evaluate_emg_json_contract(emg_csv: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert {"accuracy", "macro_f1", "n_windows", "labels", "confusion"} <= report.keys()
-    # 6 classes x 4000 samples, window 100 = hop: 40 windows per class.
-    assert report["n_windows"] == 240
+    # 6 classes x 4000 samples, a 300-sample look-back every 100 samples: 38 windows per class.
+    assert (report["window"], report["hop"]) == (300, 100)
+    assert report["n_windows"] == 6 * 38
     assert report["labels"] == ["happy", "angry", "surprise", "fear", "sad", "disgust"]
-    assert sum(map(sum, report["confusion"])) == 240
+    assert sum(map(sum, report["confusion"])) == 6 * 38
     assert report["runtime"] == "ai_edge_litert.interpreter"
 
 
 def test_windows_never_span_a_gap_or_label_change(emg_csv: Path, tmp_path: Path) -> None:
     lines = emg_csv.read_text().splitlines()
     header, rows = lines[0], lines[1:]
-    # Keep 250 samples of happy, skip 50 (a gap), keep 150 more; then 199 samples of angry.
-    kept = rows[0:250] + rows[300:450] + rows[4000:4199]
+    # Keep 450 samples of happy, skip 50 (a gap), keep 350 more; then 399 samples of angry.
+    kept = rows[0:450] + rows[500:850] + rows[4000:4399]
     path = tmp_path / "gappy.csv"
     path.write_text("\n".join([header, *kept]) + "\n")
     proc = run_cli("evaluate", "emg", "--data", str(path), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    # happy: 2 windows before the gap + 1 after; angry: 1 window (199 samples).
+    # 300-sample windows every 100: happy 2 before the gap + 1 after; angry 1 (399 samples).
     assert report["n_windows"] == 4
     assert [sum(r) for r in report["confusion"]][:2] == [3, 1]
 

@@ -30,7 +30,8 @@ def test_shipped_card_describes_the_model() -> None:
     card = load_card(SHIPPED_EMG)
     assert card.labels == ["happy", "angry", "surprise", "fear", "sad", "disgust"]
     assert card.channels == ["corrugator", "zygomaticus", "depressor"]
-    assert card.window == 100 and card.sample_rate_hz is None
+    # A prediction every 100 samples; the look-back is the forward protocol's choice (100-300).
+    assert card.hop == 100 and card.window in (100, 200, 300) and card.sample_rate_hz is None
     assert card.input_quantization.dtype == "int8" and card.output_quantization.dtype == "int8"
     assert card.training_data[0].sha256 == "1913bf8fa33d498597af889dc1766ad54a43c8f38ccafc18fbf5f4ad8f139f9a"
     metrics = card.metrics
@@ -39,6 +40,27 @@ def test_shipped_card_describes_the_model() -> None:
     assert abs(int8["float_accuracy"] - int8["int8_accuracy"]) <= 0.01
     baselines = [m for m in metrics["all_models"].values() if m["role"] == "source baseline"]
     assert int8["int8_accuracy"] > max(b["accuracy_mean"] for b in baselines)
+
+
+def test_shipped_look_back_holds_up_as_each_segment_drifts(emg_csv: Path) -> None:
+    """The shape of the independent check, inside our own data: train on the first 3,000 samples
+    of each segment and predict every 100 samples over its last 1,000 (sad drifts towards disgust).
+    The shipped look-back must stay >= 95% there, and beat the 100-sample window it replaced."""
+    from sklearn.linear_model import LogisticRegression
+
+    from training.emg import ForwardProtocol, _td_spec, forward_splits
+
+    card = load_card(SHIPPED_EMG)
+    recording = load_recording(emg_csv)
+    proto = ForwardProtocol(n_folds=1, test_windows=10, gap_windows=0)
+    accuracy = {}
+    for window in (100, card.window):
+        (split,) = forward_splits(recording, card.labels, proto, window)
+        spec = _td_spec(proto, window=window).fitted(split.x_train)
+        model = LogisticRegression(C=1.0, max_iter=5000).fit(spec.transform(split.x_train), split.y_train)
+        accuracy[window] = float((model.predict(spec.transform(split.x_test)) == split.y_test).mean())
+    assert accuracy[card.window] >= 0.95, accuracy
+    assert accuracy[card.window] > accuracy[100], accuracy
 
 
 def test_corrupt_model_is_refused(tmp_path: Path) -> None:
@@ -89,7 +111,7 @@ def test_runtime_equals_training_side_int8(emg_csv: Path) -> None:
     from training.export import tf_int8_predict
 
     clf = EmgClassifier(SHIPPED_EMG)
-    windows, _, _ = labelled_windows(load_recording(emg_csv), 100, 50)
+    windows, _, _ = labelled_windows(load_recording(emg_csv), clf.window, 50)
     runtime_q = clf.model.predict_quantized(clf.spec.transform(windows))
     training_q = tf_int8_predict(SHIPPED_EMG.read_bytes(), clf.spec.transform(windows))
     assert runtime_q.dtype == np.int8

@@ -33,6 +33,8 @@ WINDOW = 100
 TRAIN_HOP = 20
 SOURCE_SIGMA = 5.0
 SEEDS = (0, 1, 2)
+# Look-back lengths tried for the exported linear model, besides WINDOW itself.
+LONG_WINDOWS = (300, 200)  # longest first: ties go to the later, shorter one
 
 
 @dataclass(frozen=True)
@@ -90,17 +92,29 @@ def _windows_by_class(
     return x, y, pos, start
 
 
-def forward_splits(recording: Recording, labels: Sequence[str], proto: ForwardProtocol) -> list[Split]:
+def forward_splits(
+    recording: Recording, labels: Sequence[str], proto: ForwardProtocol, window: int | None = None
+) -> list[Split]:
+    """The folds for models that read ``window`` samples (default: the protocol's window).
+
+    Test predictions are made every ``proto.window`` samples, as the daemon does (the card's hop),
+    so every model is scored on the same number of predictions per block: each test window ends
+    inside the block. A longer window reaches back before the block; training then stops
+    ``gap_windows`` earlier than that reach, so no window length sees samples closer to its test
+    windows than another.
+    """
+    w = window or proto.window
     n_per_class = min(class_positions(recording, labels).values())
-    xa, ya, pa, sa = _windows_by_class(recording, labels, proto.window, proto.train_hop)
-    xt, yt, pt, st = _windows_by_class(recording, labels, proto.window, proto.window)
+    xa, ya, pa, sa = _windows_by_class(recording, labels, w, proto.train_hop)
+    xt, yt, pt, st = _windows_by_class(recording, labels, w, proto.window)
     block = proto.test_windows * proto.window
+    reach = w - proto.window  # samples a test window reads before its block
     splits = []
     for k in range(proto.n_folds):
         test_start = n_per_class - (proto.n_folds - k) * block
-        train_end = test_start - proto.gap_windows * proto.window
-        tr = pa + proto.window <= train_end
-        te = (pt >= test_start) & (pt + proto.window <= test_start + block)
+        train_end = test_start - reach - proto.gap_windows * proto.window
+        tr = pa + w <= train_end
+        te = (pt >= test_start - reach) & (pt + w <= test_start + block)
         splits.append(Split(xa[tr], ya[tr], xt[te], yt[te], sa[tr], st[te]))
     return splits
 
@@ -122,10 +136,11 @@ class Candidate:
     feature_columns: tuple[int, ...] | None = None
     seeded: bool = True
     time_index_only: bool = False
+    window: int = WINDOW  # samples each prediction reads; predictions still come every WINDOW samples
 
 
-def _td_spec(proto: ForwardProtocol, sigma: float = 0.0) -> FeatureSpec:
-    return FeatureSpec("td", proto.window, proto.window, len(EMG_CHANNELS), sigma, (), ())
+def _td_spec(proto: ForwardProtocol, sigma: float = 0.0, window: int | None = None) -> FeatureSpec:
+    return FeatureSpec("td", window or proto.window, proto.window, len(EMG_CHANNELS), sigma, (), ())
 
 
 def _source_spec(proto: ForwardProtocol, sigma: float = SOURCE_SIGMA) -> FeatureSpec:
@@ -305,6 +320,21 @@ def candidates(proto: ForwardProtocol) -> list[Candidate]:
             "candidate",
             exportable=True,
         ),
+        # Longer windows average over more of the expression, so slow drift of the tone within a
+        # session moves one window's features less relative to the class difference. Predictions
+        # still come every WINDOW samples; only the look-back grows.
+        *(
+            Candidate(
+                f"TD features ({w} samples) + softmax regression",
+                _td_spec(proto, window=w),
+                lambda s, n: SklearnAsDense(LogisticRegression(C=1.0, max_iter=5000)),
+                "candidate",
+                exportable=True,
+                seeded=False,
+                window=w,
+            )
+            for w in LONG_WINDOWS
+        ),
         Candidate(
             "TD features + softmax regression",
             td,
@@ -344,14 +374,29 @@ def _inputs(cand: Candidate, split: Split) -> tuple[FeatureSpec, FloatArray, Flo
     return spec, xa, xb
 
 
+SplitsFor = Callable[[Candidate], list[Split]]
+
+
+def splits_by_window(recording: Recording, labels: Sequence[str], proto: ForwardProtocol) -> SplitsFor:
+    """The folds for a candidate's window length, built once per length."""
+    cache: dict[int, list[Split]] = {}
+
+    def splits_for(cand: Candidate) -> list[Split]:
+        if cand.window not in cache:
+            cache[cand.window] = forward_splits(recording, labels, proto, cand.window)
+        return cache[cand.window]
+
+    return splits_for
+
+
 def evaluate(
-    cands: list[Candidate], splits: list[Split], labels: Sequence[str], log: Callable[[str], None]
+    cands: list[Candidate], splits_for: SplitsFor, labels: Sequence[str], log: Callable[[str], None]
 ) -> list[Result]:
     results = []
     for cand in cands:
         res = Result(cand)
         t0 = time.perf_counter()
-        for split in splits:
+        for split in splits_for(cand):
             _, xa, xb = _inputs(cand, split)
             for seed in SEEDS if cand.seeded else SEEDS[:1]:
                 model = cand.make(seed, len(labels)).fit(xa, split.y_train)
@@ -376,13 +421,13 @@ def choose(results: list[Result]) -> Result:
     )
 
 
-def int8_protocol_check(cand: Candidate, splits: list[Split], labels: Sequence[str]) -> dict[str, Any]:
+def int8_protocol_check(cand: Candidate, splits_for: SplitsFor, labels: Sequence[str]) -> dict[str, Any]:
     """Float vs int8 accuracy of the chosen model under the same protocol (seed 0)."""
     from training.export import tf_int8_predict, to_int8_tflite
 
     float_acc, int8_acc, agree = [], [], []
     y_all, p_all = [], []
-    for split in splits:
+    for split in splits_for(cand):
         _, xa, xb = _inputs(cand, split)
         model = cand.make(SEEDS[0], len(labels)).fit(xa, split.y_train)
         pf = model.predict(xb)
@@ -522,6 +567,7 @@ def train(args: argparse.Namespace) -> int:
     assert rec.labels is not None
     labels = list(dict.fromkeys(rec.labels.tolist()))
     proto = ForwardProtocol()
+    splits_for = splits_by_window(rec, labels, proto)
     splits = forward_splits(rec, labels, proto)
     log(
         f"{len(labels)} classes {labels}; {len(splits)} folds; "
@@ -530,16 +576,17 @@ def train(args: argparse.Namespace) -> int:
     cands = candidates(proto)
     if args.quick:
         cands = [c for c in cands if c.exportable and not isinstance(c.make(0, 2), KerasClassifier)]
-    results = evaluate(cands, splits, labels, log)
+    results = evaluate(cands, splits_for, labels, log)
     chosen = choose(results)
     log(f"chosen: {chosen.candidate.name}")
-    int8 = int8_protocol_check(chosen.candidate, splits, labels)
+    int8 = int8_protocol_check(chosen.candidate, splits_for, labels)
     log(f"float {int8['float_accuracy']:.3f} int8 {int8['int8_accuracy']:.3f}")
 
     # Final model: every window of the file, normalisation refitted on all of it.
     from training.export import to_int8_tflite, write_c_array, write_model
 
-    x_all, lab_all, _ = labelled_windows(rec, proto.window, proto.train_hop)
+    window = chosen.candidate.window
+    x_all, lab_all, _ = labelled_windows(rec, window, proto.train_hop)
     y_all = np.array([labels.index(v) for v in lab_all], dtype=np.int64)
     spec = chosen.candidate.features.fitted(x_all)
     feats = spec.transform(x_all)
@@ -562,7 +609,7 @@ def train(args: argparse.Namespace) -> int:
             model_sha256=model_sha,
             labels=labels,
             channels=CHANNEL_NAMES,
-            window=proto.window,
+            window=window,
             hop=proto.window,
             sample_rate_hz=None,
             preprocessing=EmgPreprocessing(

@@ -439,6 +439,24 @@ def export(args: argparse.Namespace) -> int:
                 + (f", continuing from `{settings['init_weights']}`" if settings.get("init_weights") else "")
                 + f". Labels: {', '.join(FER_LABELS)}.",
                 "",
+                "Per-class recall (rows of the confusion matrix, PublicTest):",
+                "",
+                "| | " + " | ".join(FER_LABELS) + " |",
+                "|---" * (len(FER_LABELS) + 1) + "|",
+                "| float | " + " | ".join(_pct(r) for r in _recalls(float_rep["confusion"])) + " |",
+                "| int8 | " + " | ".join(_pct(r) for r in _recalls(int8_rep["confusion"])) + " |",
+                "",
+                *(
+                    [
+                        "Learning curves (from `log.csv`; validation = the EMA weights on PublicTest, "
+                        "full 48x48 and centre 44x44 crop):",
+                        "",
+                        "![learning curves](learning_curves.png)",
+                        "",
+                    ]
+                    if plot_learning_curves(log, out / "learning_curves.png")
+                    else []
+                ),
                 "Confusion (int8; rows true, columns predicted):",
                 "",
                 "| | " + " | ".join(FER_LABELS) + " |",
@@ -466,6 +484,46 @@ def export(args: argparse.Namespace) -> int:
 
 def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
+
+
+def _recalls(confusion: Sequence[Sequence[int]]) -> list[float]:
+    cm = np.asarray(confusion, dtype=float)
+    return (np.diag(cm) / np.maximum(cm.sum(axis=1), 1)).tolist()  # type: ignore[no-any-return]
+
+
+def plot_learning_curves(log: Path, png: Path) -> bool:
+    """Loss, training accuracy and EMA validation accuracy per epoch; False without a log."""
+    if not log.exists():
+        return False
+    rows = np.genfromtxt(log, delimiter=",", names=True)
+    if rows.size < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epoch = rows["epoch"] + 1
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
+    acc.plot(epoch, 100 * rows["train_acc"], label="train (augmented crops)")
+    acc.plot(epoch, 100 * rows["ema_val_acc_full"], label="EMA, PublicTest 48x48")
+    acc.plot(epoch, 100 * rows["ema_val_acc_crop"], label="EMA, PublicTest centre 44")
+    acc.set_xlabel("epoch")
+    acc.set_ylabel("accuracy (%)")
+    acc.grid(alpha=0.3)
+    acc.legend()
+    loss.plot(epoch, rows["train_loss"], color="tab:red", label="train loss (label-smoothed)")
+    loss.set_xlabel("epoch")
+    loss.grid(alpha=0.3)
+    lr = loss.twinx()
+    lr.plot(epoch, rows["lr"], color="tab:gray", linestyle="--", label="learning rate")
+    lr.set_ylabel("learning rate")
+    loss.legend(loc="lower left")
+    lr.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

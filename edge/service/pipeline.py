@@ -94,7 +94,7 @@ class Pipeline:
         self.watchdog.register("emg_inference", self._max_silence_s())
         self.emg_stage = EmgStage(
             classifier,
-            cfg.emg.hop or classifier.window,
+            cfg.emg.hop or classifier.spec.hop,
             cfg.emg.sample_rate_hz,
             self._on_emg_reading,
             lambda: self.watchdog.beat("emg_inference"),
