@@ -319,8 +319,11 @@ def _check_id(model_id: str) -> None:
 
 
 def _mkdir_private(path: Path) -> None:
-    # The recordings are biometric data: other users of the Pi must not read them.
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # The recordings are biometric data: other users of the Pi must not read them. mkdir's mode
+    # applies to the leaf only, so each missing level is made on its own.
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(mode=0o700, exist_ok=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
