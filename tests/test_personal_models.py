@@ -339,3 +339,29 @@ def test_models_cli_user_errors_are_one_line_and_a_sysexits_code(
     assert result.returncode == code, result.stderr
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_calibrate_forget_deletes_the_kept_recordings_and_says_which(
+    results: dict[str, CalibrationResult], tmp_path: Path
+) -> None:
+    store = PersonalModelStore(tmp_path)
+    for model_id in ("20260101T000000Z", "20260102T000000Z"):
+        store.recording_path(model_id).write_text("x\n")
+        store.install(results["good"], model_id)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[outbox]\npath = "{tmp_path / "outbox.sqlite3"}"\n')
+    forget = [sys.executable, "-m", "edge.cli", "calibrate", "--forget", "--config", str(cfg)]
+    done = subprocess.run(forget, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"deleted 2 calibration recording(s) from {store.recordings_dir}:",
+        "  20260101T000000Z.csv",
+        "  20260102T000000Z.csv",
+    ]
+    assert list(store.recordings_dir.iterdir()) == [] and len(store.list_models()) == 2
+    again = subprocess.run([*forget, "--json"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert json.loads(again.stdout) == {"deleted": []}
+    both = subprocess.run(
+        [*forget, "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert both.returncode == os.EX_USAGE and "takes no --from-recording" in both.stderr

@@ -31,17 +31,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "then write it as an int8 .tflite with its .card.json. The CSV has the columns "
             "sample,EMG1,EMG2,EMG3,label and optionally rep (the repetition index); without rep, each "
             f"contiguous run of one label is one repetition. Exit {EXIT_DATA_ERROR} when a label has "
-            f"fewer than two repetitions or the file is malformed, {EXIT_NO_INPUT} when it cannot be read."
+            f"fewer than two repetitions or the file is malformed, {EXIT_NO_INPUT} when it cannot be read. "
+            "With --forget, delete the raw calibration recordings kept in the state directory instead."
         ),
     )
     cal.add_argument(
         "--from-recording",
-        required=True,
         type=Path,
         metavar="CSV",
         help="labelled recording: sample,EMG1,EMG2,EMG3,label[,rep]",
     )
-    cal.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and card")
+    cal.add_argument("--out", type=Path, metavar="DIR", help="folder for the model and card")
+    cal.add_argument(
+        "--forget",
+        action="store_true",
+        help="delete the raw calibration recordings kept in the state directory (the models stay)",
+    )
+    cal.add_argument(
+        "--config", type=Path, metavar="FILE", help="the daemon's config file: where its state directory is"
+    )
     cal.add_argument(
         "--name", default=DEFAULT_NAME, help=f"file stem and card name of the model (default: {DEFAULT_NAME})"
     )
@@ -64,6 +72,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.model_card import CardError
     from edge.recording import RecordingError, RecordingUnreadable
 
+    if args.forget:
+        if args.from_recording is not None or args.out is not None:
+            return _fail("--forget deletes the kept recordings; it takes no --from-recording or --out", 64)
+        from edge.calibration.models_command import forget_recordings_command
+
+        return forget_recordings_command(args)
+    if args.from_recording is None or args.out is None:
+        return _fail("--from-recording CSV and --out DIR are both needed (or --forget)", 64)
     if not _NAME.fullmatch(args.name):
         return _fail(f"--name must be a plain file stem (letters, digits, . _ -), got {args.name!r}", 64)
     if args.sample_rate is not None and not args.sample_rate > 0:
