@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.cli import fail
 from edge.config import EXIT_CONFIG, Config, ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -72,11 +73,6 @@ def register(models_sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     back.set_defaults(func=_cmd_rollback)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"emotion-edge: {message}", file=sys.stderr)
-    return code
-
-
 def _config(path: Path | None) -> Config | int:
     try:
         return load_config(path)
@@ -97,9 +93,9 @@ def _with_store(args: argparse.Namespace, command: str, action: Action) -> int:
     state = state_dir(config)
     hint = "" if args.config else " (the default; pass --config with the daemon's config file)"
     if not state.is_dir():
-        return _fail(f"no state directory {state}{hint}: has the daemon run here?", EXIT_NO_STATE)
+        return fail(f"no state directory {state}{hint}: has the daemon run here?", EXIT_NO_STATE)
     if not os.access(state, os.R_OK | os.X_OK):
-        return _fail(
+        return fail(
             f"cannot read {state}: permission denied (run as the daemon's user, e.g. "
             f"sudo -u emotion-edge emotion-edge {command})",
             EXIT_NO_PERMISSION,
@@ -107,11 +103,11 @@ def _with_store(args: argparse.Namespace, command: str, action: Action) -> int:
     try:
         return action(PersonalModelStore(state), config)
     except UnknownModel as exc:
-        return _fail(str(exc), EXIT_UNKNOWN_MODEL)
+        return fail(str(exc), EXIT_UNKNOWN_MODEL)
     except PermissionError as exc:
-        return _fail(f"cannot change {exc.filename or state}: permission denied", EXIT_NO_PERMISSION)
+        return fail(f"cannot change {exc.filename or state}: permission denied", EXIT_NO_PERMISSION)
     except (StoreError, OSError) as exc:
-        return _fail(f"cannot update the models in {state}: {exc}", EXIT_CANTCREAT)
+        return fail(f"cannot update the models in {state}: {exc}", EXIT_CANTCREAT)
 
 
 def _in_use(store: PersonalModelStore, config: Config) -> str:
