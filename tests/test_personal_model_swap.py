@@ -1,15 +1,15 @@
 """A running daemon swaps to a newly activated personal model and back, losing no event.
 
 A real daemon process replays a calibration session (looping, 10x real time) to a real mosquitto.
-It starts on the shipped generic model (six emotions, no "neutral"); ``emotion-edge models
-activate`` then makes a personal model active and sends the daemon SIGHUP; ``models rollback``
-brings the generic one back. Throughout:
+It starts on the active personal model (seven labels with "neutral"); ``emotion-edge models
+rollback`` makes the shipped generic model (six emotions) active again and sends the daemon
+SIGHUP; ``models activate`` brings the personal one back. Throughout:
 
 - the event sequence numbers have no gap and every episode opens and closes exactly once;
 - the EMG stage is never restarted (its sample counter in ``stats`` only grows), so the replay
   source and its queue ran on untouched;
-- after the swap the events carry the personal model's labels ("neutral" included) and a
-  neutral episode opens on the session's rest blocks; after the rollback they no longer do.
+- in each phase the events carry that model's labels (with the personal model, "neutral" is
+  among them and a neutral episode opens on the session's rest blocks).
 """
 
 from __future__ import annotations
@@ -51,14 +51,12 @@ def unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [seen[s] for s in sorted(seen)]
 
 
-def test_activate_and_rollback_hot_swap_the_running_model(tmp_path: Path, emg_csv: Path) -> None:
+def test_start_rollback_and_activate_hot_swap_the_running_model(tmp_path: Path, emg_csv: Path) -> None:
     session = build_session(emg_csv, tmp_path / "session.csv", rep_column=True)
     store = PersonalModelStore(tmp_path)  # the daemon's state dir: its outbox is in tmp_path
     model_id = store.new_id()
     store.recording_path(model_id).write_bytes(session.read_bytes())
     assert store.calibrate(model_id).activated
-    store.rollback()  # the daemon starts on the shipped model
-    assert store.active() is None
 
     broker = Mosquitto(tmp_path / "broker").start()
     sub = Subscriber(broker.port, [f"{BASE}/#"])
@@ -70,31 +68,35 @@ def test_activate_and_rollback_hot_swap_the_running_model(tmp_path: Path, emg_cs
     def events() -> list[dict[str, Any]]:
         return unique(sub.json_on(EVENTS))
 
+    def settled_episodes(since: int, personal: bool) -> int:
+        """``new`` events after seq ``since`` from the moment the events carry the expected model's
+        labels ("neutral" is the personal model's); a personal model must also have found rest."""
+        later = [e for e in events() if e["seq"] > since]
+        first = next((i for i, e in enumerate(later) if ("neutral" in e["probs"]) == personal), len(later))
+        news = [e["emotion"] for e in later[first:] if e["type"] == "new"]
+        return len(news) if not personal or "neutral" in news else 0
+
+    # (command, personal model expected afterwards); the daemon starts on the active personal model.
+    phases: list[tuple[list[str], bool]] = [
+        ([], True),
+        (["rollback"], False),
+        (["activate", model_id], True),
+    ]
+    boundaries: list[tuple[int, bool]] = []
     try:
         sub.wait_for(f"{BASE}/availability", lambda m: b"online" in m)
-        wait_until(lambda: sum(e["type"] == "new" for e in events()) >= 3, 60, what="3 episodes")
-        before = events()
-        assert all("neutral" not in e["probs"] for e in before)
-
-        out = models_cli("activate", model_id, "--config", str(config))
-        assert f"activated {model_id}" in out and "is reloading" in out
-        swap_seq = events()[-1]["seq"]
-
-        def neutral_episode_after(seq: int) -> bool:
-            return any(e["seq"] > seq and e["type"] == "new" and e["emotion"] == "neutral" for e in events())
-
-        wait_until(lambda: neutral_episode_after(swap_seq), 60, what="a neutral episode after the swap")
-
-        out = models_cli("rollback", "--config", str(config))
-        assert "rolled back to the shipped generic model" in out
-        rollback_seq = events()[-1]["seq"]
-
-        def generic_episodes_after_rollback() -> int:
-            later = [e for e in events() if e["seq"] > rollback_seq]
-            first = next((i for i, e in enumerate(later) if "neutral" not in e["probs"]), len(later))
-            return sum(e["type"] == "new" for e in later[first:])
-
-        wait_until(lambda: generic_episodes_after_rollback() >= 3, 60, what="3 episodes after the rollback")
+        for command, personal in phases:
+            # Taken before the command: the daemon may have swapped before the command returns.
+            since = events()[-1]["seq"] if command else -1
+            if command:
+                out = models_cli(*command, "--config", str(config))
+                assert "is reloading" in out, out
+            boundaries.append((since, personal))
+            wait_until(
+                lambda s=since, p=personal: settled_episodes(s, p) >= 3,  # type: ignore[misc]
+                60,
+                what=f"3 episodes after {command or 'the start'}",
+            )
         time.sleep(0.5)  # one more stats message
         assert daemon.stop() == 0
         sub.wait_for(f"{BASE}/availability", lambda m: m[-1] == b"stopped")
@@ -104,7 +106,7 @@ def test_activate_and_rollback_hot_swap_the_running_model(tmp_path: Path, emg_cs
         broker.stop()
 
     log = daemon.log
-    assert log.count("configuration reloaded") == 2, log[-3000:]
+    assert "EMG model: personal" in log and log.count("configuration reloaded") == 2, log[-3000:]
     assert "Traceback" not in log and " ERROR " not in log
 
     got = events()
@@ -113,14 +115,13 @@ def test_activate_and_rollback_hot_swap_the_running_model(tmp_path: Path, emg_cs
     for episode in {e["id"] for e in got}:
         kinds = [e["type"] for e in got if e["id"] == episode]
         assert kinds[0] == "new" and kinds[-1] == "end" and kinds.count("new") == kinds.count("end") == 1
-    # The personal model's labels after the swap, for good; the shipped model's again after the
-    # rollback, for good (events decided while the reload was still loading may come first).
-    for since, has_neutral in ((swap_seq, True), (rollback_seq, False)):
-        later = [e for e in got if e["seq"] > since]
-        switched = next(i for i, e in enumerate(later) if ("neutral" in e["probs"]) == has_neutral)
-        until = rollback_seq if has_neutral else seqs[-1]
-        assert switched <= 3, later[: switched + 1]
-        assert all(("neutral" in e["probs"]) == has_neutral for e in later[switched:] if e["seq"] <= until)
+    # Each phase: the previous model's events while the command and the reload ran, then the
+    # phase's model, for good (never back and forth).
+    ends = [b for b, _ in boundaries[1:]] + [seqs[-1]]
+    for (since, personal), until in zip(boundaries, ends, strict=True):
+        phase = [("neutral" in e["probs"]) == personal for e in got if since < e["seq"] <= until]
+        assert True in phase and all(phase[phase.index(True) :]), phase
+        assert since >= 0 or all(phase), "the daemon did not start on the active personal model"
 
     samples = [json.loads(p)["emg"]["samples"] for p in sub.on(STATS) if b'"emg"' in p]
     assert len(samples) > 10 and samples == sorted(samples), "the EMG stage was restarted"
