@@ -19,7 +19,8 @@ recording phase the wearer sees, repeated ones included) on channel CH (0-based)
 * ``disconnected``: the channel is pinned at the top rail (a pulled lead);
 * ``unplug``: the whole board's cable is pulled for ``--unplug-s`` mid-recording (CH ignored).
 
-``--cancel-after N``: send ``cancel`` when the N-th recording starts.
+``--cancel-after N``: send ``cancel`` when the N-th recording starts. ``--blank-face``: the person
+never makes the face asked for (always rests), so no model can tell the labels apart.
 After the session ends it prints ``RESULT <json>``; with ``--test-after`` it then streams the
 *later part* of each segment in order (``SEGMENT <label> <t>`` before each) and says ``TESTED``.
 Then it rests until SIGTERM. Other stdout lines: ``READY``, ``PHASE <phase> <label> <t>``,
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unplug-s", type=float, default=1.0)
     ap.add_argument("--cancel-after", type=int, default=None)
     ap.add_argument("--test-after", action="store_true")
+    ap.add_argument("--blank-face", action="store_true", help="never make the face asked for: always rest")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 fault = None
             due = int((time.monotonic() - t0) * args.rate) - sent
             if due > 0:
-                if phase == "record" and isinstance(label, str) and label in cal:
+                if phase == "record" and isinstance(label, str) and label in cal and not args.blank_face:
                     part = cal[label]
                     idx = (pos[label] + np.arange(due)) % len(part)
                     pos[label] = int((pos[label] + due) % len(part))

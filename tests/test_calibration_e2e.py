@@ -137,8 +137,13 @@ def test_session_trains_activates_and_swaps_in_the_personal_model(tmp_path: Path
         sock = state / "calibration.sock"
         wait_until(sock.exists, 30, what="the control socket")
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        t_start = float(wearer.said("PHASE")[0].split()[-1])
         result = json.loads(wearer.wait_for("RESULT", SESSION_S + 60))
         assert result["phase"] == "done", result
+        t_result = float(wearer.said("PHASE")[-1].split()[-1])
+        # Events kept flowing while the session recorded (its data is emotional, the generic model ran).
+        during = [e for e in events_after(sub, t_start) if e not in events_after(sub, t_result)]
+        assert new_episode_emotions(during), "no episode during the session"
         t_swapped = float(wearer.wait_for("SEGMENT", 10).split()[1])
         wearer.wait_for("TESTED", 30)
         wait_until(
@@ -146,7 +151,6 @@ def test_session_trains_activates_and_swaps_in_the_personal_model(tmp_path: Path
             10,
             what="the last segment's episode",
         )
-        # Events flowed during the session too (the wearer's calibration data is emotional).
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
     finally:
@@ -181,3 +185,90 @@ def test_session_trains_activates_and_swaps_in_the_personal_model(tmp_path: Path
         f"\n  episodes after the swap: {emotions}"
     )
     assert emotions == SEGMENTS, emotions
+
+
+def test_bad_repetitions_are_flagged_and_repeated_then_the_session_completes(
+    tmp_path: Path, emg_csv: Path
+) -> None:
+    """The person does the wrong thing: an electrode detached (flat), one pressed so hard that it
+    clips (saturated), a lead pulled out (disconnected), the board's cable pulled for a second."""
+    faults = {1: ("flat", 0), 4: ("saturated", 1), 7: ("disconnected", 2), 10: ("unplug", 0)}
+    args = [a for n, (kind, ch) in faults.items() for a in ("--fault", f"{kind}@{n}:{ch}")]
+    broker, sub, wearer, daemon, state = start(tmp_path, emg_csv, "--start", *args)
+    try:
+        result = json.loads(wearer.wait_for("RESULT", SESSION_S + 90))
+        assert daemon.proc.poll() is None
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        wearer.stop()
+        sub.close()
+        broker.stop()
+    assert "Traceback" not in daemon.log, daemon.log[-3000:]
+    assert result["phase"] == "done", result
+    flagged = result["flagged"]
+    reasons = [f["reason"] for f in flagged]
+    print("\nflagged:", *reasons, sep="\n  ")
+    assert len(flagged) == 4, reasons
+    assert "check electrode 1 (corrugator): flat" in reasons[0]
+    assert "check electrode 2 (zygomaticus): saturated" in reasons[1]
+    assert "check electrode 3 (depressor): disconnected" in reasons[2]
+    assert "check the board's cable" in reasons[3]
+    # Each bad repetition was recorded again: the model has all 3 repetitions of every label.
+    assert result["result"]["activated"] is True
+    assert result["result"]["repetitions"] == N_STEPS
+    assert PersonalModelStore(state).active() is not None
+
+
+def test_cancel_half_way_changes_nothing_and_events_keep_flowing(tmp_path: Path, emg_csv: Path) -> None:
+    broker, sub, wearer, daemon, state = start(
+        tmp_path, emg_csv, "--start", "--cancel-after", "8", "--test-after"
+    )
+    try:
+        result = json.loads(wearer.wait_for("RESULT", SESSION_S + 60))
+        t_cancelled = float(wearer.said("PHASE")[-1].split()[-1])
+        wearer.wait_for("TESTED", 30)
+        wait_until(
+            lambda: collapse(new_episode_emotions(events_after(sub, t_cancelled)))[-1:] == ["disgust"],
+            10,
+            what="the last segment's episode",
+        )
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        wearer.stop()
+        sub.close()
+        broker.stop()
+    log = daemon.log
+    assert "Traceback" not in log, log[-3000:]
+    assert result["phase"] == "cancelled" and "nothing was changed" in result["message"], result
+    store = PersonalModelStore(state)
+    assert store.active() is None and store.list_models() == []
+    assert not store.recordings_dir.exists() or list(store.recordings_dir.iterdir()) == []
+    assert "EMG model swapped in" not in log
+    # The generic model goes on: the later part's events follow the labels.
+    assert collapse(new_episode_emotions(events_after(sub, t_cancelled))) == SEGMENTS
+
+
+def test_a_session_that_cannot_tell_the_labels_apart_is_refused_with_reasons(
+    tmp_path: Path, emg_csv: Path
+) -> None:
+    broker, sub, wearer, daemon, state = start(tmp_path, emg_csv, "--start", "--blank-face")
+    try:
+        result = json.loads(wearer.wait_for("RESULT", SESSION_S + 60))
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        wearer.stop()
+        sub.close()
+        broker.stop()
+    assert "Traceback" not in daemon.log, daemon.log[-3000:]
+    assert result["phase"] == "refused", result
+    summary = result["result"]
+    print("\nrefused:", result["message"])
+    assert summary["activated"] is False and summary["reasons"], summary
+    assert "not activated" in result["message"]
+    store = PersonalModelStore(state)
+    assert store.active() is None  # the generic model stays
+    assert [m.passed for m in store.list_models()] == [False]  # kept, with its verdict, for `models list`
+    assert "EMG model swapped in" not in daemon.log
