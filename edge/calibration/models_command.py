@@ -142,6 +142,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{'*' if m.active else ' '} {m.model_id:<20} {acc:>8}  {verdict:<10} {','.join(m.labels)}")
             for reason in m.reasons:
                 print(f"{'':23}- {reason}")
+            for warning in m.warnings:
+                print(f"{'':23}! {warning}")
         print(f"EMG runs {_in_use(store, config)} (* = active)")
         return 0
 

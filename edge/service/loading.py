@@ -147,6 +147,14 @@ async def prepare(old: Config, new: Config, running_emg: EmgClassifier | None = 
                 prepared.emg_classifier = classifier
                 prepared.emg_swap = swappable(running_emg, classifier, new)
                 prepared.emg_changed = not prepared.emg_swap
+                log.info(
+                    "the EMG model changes from %s to %s (%s)",
+                    running_emg.model.model_path,
+                    classifier.model.model_path,
+                    "swapped in between two chunks"
+                    if prepared.emg_swap
+                    else "EMG restarts: it windows differently",
+                )
     if prepared.camera_changed and new.camera.source != "off":
         prepared.face_pipeline = await asyncio.to_thread(face_pipeline, new)
     return prepared
