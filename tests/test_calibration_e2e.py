@@ -86,6 +86,14 @@ class Wearer:
 def start(
     tmp_path: Path, emg_csv: Path, *wearer_args: str
 ) -> tuple[Mosquitto, Subscriber, Wearer, Daemon, Path]:
+    broker, sub, wearer, config, state = start_without_daemon(tmp_path, emg_csv, *wearer_args)
+    return broker, sub, wearer, Daemon(config, tmp_path), state
+
+
+def start_without_daemon(
+    tmp_path: Path, emg_csv: Path, *wearer_args: str
+) -> tuple[Mosquitto, Subscriber, Wearer, Path, Path]:
+    """The broker, a subscriber, the wearer on its pty and the config file (its state folder)."""
     link = tmp_path / "ttyEMG"
     state = tmp_path / "state"
     state.mkdir()
@@ -100,8 +108,7 @@ def start(
     config = daemon_config(tmp_path, broker.port, emg=serial_emg_toml(link, 1023) + SESSION)
     text = config.read_text().replace(str(tmp_path / "outbox.sqlite3"), str(state / "outbox.sqlite3"))
     config.write_text(text)
-    daemon = Daemon(config, tmp_path)
-    return broker, sub, wearer, daemon, state
+    return broker, sub, wearer, config, state
 
 
 def events_after(sub: Subscriber, t: float) -> list[dict[str, Any]]:

@@ -25,9 +25,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cal = sub.add_parser(
         "calibrate",
-        help="fit a personal EMG model from a labelled recording",
+        help="calibrate a personal EMG model: a guided session, or from a labelled recording",
         description=(
-            "Train and validate (leave-one-repetition-out) a personal EMG model from a saved recording, "
+            "Without --from-recording: a guided session in the terminal (prompt, countdown, a level bar "
+            "per electrode, progress), run by the daemon over its control socket, or on the configured "
+            "serial port when no daemon runs; the new model is activated if its validation passes. Exit 0 "
+            "when it is active, 65 when refused or failed, 69 when calibration is not possible now, 75 when "
+            "cancelled (Ctrl-C). With --from-recording: train and validate (leave-one-repetition-out) "
+            "a personal EMG model from a saved recording, "
             "then write it as an int8 .tflite with its .card.json. The CSV has the columns "
             "sample,EMG1,EMG2,EMG3,label and optionally rep (the repetition index); without rep, each "
             f"contiguous run of one label is one repetition. Exit {EXIT_DATA_ERROR} when a label has "
@@ -48,7 +53,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="delete the raw calibration recordings kept in the state directory (the models stay)",
     )
     cal.add_argument(
-        "--config", type=Path, metavar="FILE", help="the daemon's config file: where its state directory is"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the daemon's config file: its state directory, serial port and [calibration] settings",
     )
     cal.add_argument(
         "--name", default=DEFAULT_NAME, help=f"file stem and card name of the model (default: {DEFAULT_NAME})"
@@ -65,6 +73,22 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _cmd_session(args: argparse.Namespace) -> int:
+    """No recording given: the guided session in the terminal (:mod:`edge.calibration.tui`)."""
+    import asyncio
+
+    from edge.calibration.tui import run
+    from edge.config import EXIT_CONFIG, ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for key, message in exc.errors:
+            print(f"emotion-edge: config error: {key}: {message}", file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(run(config))
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.calibration.offline import calibrate_recording
     from edge.calibration.tflite_writer import TfliteSchemaUnavailable
@@ -78,8 +102,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         from edge.calibration.models_command import forget_recordings_command
 
         return forget_recordings_command(args)
+    if args.from_recording is None and args.out is None:
+        return _cmd_session(args)
     if args.from_recording is None or args.out is None:
-        return _fail("--from-recording CSV and --out DIR are both needed (or --forget)", 64)
+        return _fail("--from-recording CSV and --out DIR go together", 64)
     if not _NAME.fullmatch(args.name):
         return _fail(f"--name must be a plain file stem (letters, digits, . _ -), got {args.name!r}", 64)
     if args.sample_rate is not None and not args.sample_rate > 0:

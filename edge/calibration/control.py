@@ -154,8 +154,11 @@ class ControlClient:
         return cls(reader, writer)
 
     async def request(self, cmd: str) -> dict[str, Any]:
-        await _send(self.writer, {"cmd": cmd})
+        await self.send(cmd)
         return await self.receive()
+
+    async def send(self, cmd: str) -> None:
+        await _send(self.writer, {"cmd": cmd})
 
     async def receive(self) -> dict[str, Any]:
         line = await self.reader.readline()

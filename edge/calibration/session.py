@@ -220,24 +220,17 @@ class CalibrationSession:
         return channel_quality(np.concatenate(self._recent), self.fs, self.value_range)
 
     def progress(self, now: float) -> float:
+        """Share of the session done: a step counts once recorded (its rest is then part of it)."""
         steps = len(self.plan)
         if self.phase in ("recorded", "fitting", "done", "refused"):
             return 1.0
-        total = self.config.countdown_s + self.config.repetition_s + self.config.rest_s
+        cfg = self.config
+        total = cfg.countdown_s + cfg.repetition_s + cfg.rest_s
         within = 0.0
-        if self.phase in ("countdown", "record", "rest") and total > 0:
+        if self.phase in ("countdown", "record") and total > 0:
             left = max(0.0, self.phase_end - now)
-            done_before = {
-                "countdown": 0.0,
-                "record": self.config.countdown_s,
-                "rest": self.config.countdown_s + self.config.repetition_s,
-            }[self.phase]
-            length = {
-                "countdown": self.config.countdown_s,
-                "record": self.config.repetition_s,
-                "rest": self.config.rest_s,
-            }[self.phase]
-            within = (done_before + length - left) / total
+            end = cfg.countdown_s + (cfg.repetition_s if self.phase == "record" else 0.0)
+            within = (end - left) / total
         return min(1.0, (self.index + within) / steps)
 
     def prompt(self) -> str:
