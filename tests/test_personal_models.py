@@ -259,6 +259,19 @@ def test_a_broken_personal_model_falls_back_to_the_shipped_one(
     assert "the active personal EMG model does not load" in caplog.text
 
 
+def test_a_personal_model_calibrated_at_another_rate_is_used_with_a_warning(
+    sessions: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PersonalModelStore(tmp_path)
+    model_id = store.new_id()
+    store.recording_path(model_id).write_bytes(sessions["good"].read_bytes())
+    installed = store.calibrate(model_id, sample_rate_hz=500.0)
+    with caplog.at_level(logging.WARNING, logger="edge.service.loading"):
+        classifier = loading.emg_classifier(config_for(tmp_path))  # emg.sample_rate_hz: 1000
+    assert classifier.model.model_path == installed.model
+    assert "calibrated at 500 Hz, emg.sample_rate_hz is 1000 Hz" in caplog.text
+
+
 def test_prepare_swaps_in_a_newly_activated_model(
     results: dict[str, CalibrationResult], tmp_path: Path
 ) -> None:

@@ -59,6 +59,16 @@ def emg_classifier(config: Config) -> EmgClassifier:
             path = shipped_model(SHIPPED_EMG_MODEL)
         else:
             log.info("EMG model: personal, %s (labels %s)", path, ", ".join(classifier.labels))
+            trained_hz, rate_hz = classifier.model.card.sample_rate_hz, config.emg.sample_rate_hz
+            if trained_hz is not None and abs(trained_hz - rate_hz) > 0.01 * rate_hz:
+                # Its features were fitted on windows of another length in time: it still runs, but
+                # the user should recalibrate (or fix emg.sample_rate_hz).
+                log.warning(
+                    "the personal EMG model was calibrated at %g Hz, emg.sample_rate_hz is %g Hz: "
+                    "calibrate again at this rate",
+                    trained_hz,
+                    rate_hz,
+                )
             return classifier
     return EmgClassifier(path, config.models.num_threads)
 
