@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,42 @@ def test_activate_and_roll_back_down_to_the_shipped_model(
         store.activate("nope")
     with pytest.raises(StoreError):
         store.activate("../models")
+
+
+def test_a_writer_in_another_process_waits_for_the_store_lock(
+    results: dict[str, CalibrationResult], tmp_path: Path
+) -> None:
+    store = PersonalModelStore(tmp_path)
+    store.install(results["good"], "20260101T000000Z")
+    store.install(results["good"], "20260102T000000Z")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom pathlib import Path\nfrom edge.calibration.store import PersonalModelStore\n"
+            f"with PersonalModelStore(Path({str(tmp_path)!r}))._locked():\n"
+            "    print('locked', flush=True); sys.stdin.readline()",
+        ],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        worker = threading.Thread(target=store.activate, args=("20260101T000000Z",))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive(), "activate did not wait for the other process's lock"
+        assert store.active_id() == "20260102T000000Z"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        worker.join(10)
+        assert not worker.is_alive() and store.active_id() == "20260101T000000Z"
+    finally:
+        holder.kill()
+        holder.wait(10)
 
 
 def test_new_ids_sort_by_age_and_never_collide(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Layout (``<state>`` is the folder of ``outbox.path``, ``/var/lib/emotion-edge`` 
         models/<id>/verdict.json             the gate's verdict: passed, reasons, thresholds
         recordings/<id>.csv                  the raw session: sample,EMG1,EMG2,EMG3,label,rep
         active.json                          {"active": id or null, "previous": [ids]}
+        store.lock                           flock: one writer at a time (daemon or CLI)
 
 Ids are UTC timestamps (``20261201T034012Z``), so they sort by age. The 3 newest models are kept
 (:data:`KEEP_MODELS`), plus the active one if it is older; the recording of a pruned model goes
@@ -39,10 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
 KEEP_MODELS = 3
 CALIBRATION_DIR = "calibration"
 ACTIVE_FILE = "active.json"
+LOCK_FILE = "store.lock"
 VERDICT_FILE = "verdict.json"
 _ID_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -121,6 +125,9 @@ class PersonalModelStore:
         self.models_dir = self.root / "models"
         self.recordings_dir = self.root / "recordings"
         self.pointer = self.root / ACTIVE_FILE
+        self._thread_lock = threading.RLock()
+        self._lock_depth = 0
+        self._lock_fd: int | None = None
 
     @classmethod
     def for_config(cls, config: Config) -> PersonalModelStore:
@@ -147,11 +154,12 @@ class PersonalModelStore:
     def forget_recordings(self) -> list[Path]:
         """Delete every kept raw recording; returns what was deleted."""
         deleted = []
-        for path in self._recordings():
-            path.unlink(missing_ok=True)
-            deleted.append(path)
-        if deleted:
-            _fsync_dir(self.recordings_dir)
+        with self._locked():
+            for path in self._recordings():
+                path.unlink(missing_ok=True)
+                deleted.append(path)
+            if deleted:
+                _fsync_dir(self.recordings_dir)
         return deleted
 
     # --- training and installing --------------------------------------------------------
@@ -181,8 +189,6 @@ class PersonalModelStore:
         src_card = Path(result.report["card"])
         _mkdir_private(self.models_dir)
         final = self.models_dir / model_id
-        if final.exists():
-            raise StoreError(f"model {model_id} already exists in {self.models_dir}")
         tmp = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=f".incoming-{model_id}-"))
         try:
             for src in (src_model, src_card):
@@ -190,14 +196,17 @@ class PersonalModelStore:
                 _fsync_file(tmp / src.name)
             _write_json_synced(tmp / VERDICT_FILE, verdict.as_json())
             _fsync_dir(tmp)
-            os.rename(tmp, final)
-            _fsync_dir(self.models_dir)
+            with self._locked():
+                if final.exists():
+                    raise StoreError(f"model {model_id} already exists in {self.models_dir}")
+                os.rename(tmp, final)
+                _fsync_dir(self.models_dir)
+                if verdict.passed:
+                    self.activate(model_id)
+                self._prune()
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if verdict.passed:
-            self.activate(model_id)
-        self._prune()
         model_path = final / src_model.name
         report = dict(result.report, model=str(model_path), card=str(final / src_card.name))
         return InstallResult(model_id, verdict.passed, verdict.reasons, verdict.warnings, model_path, report)
@@ -215,20 +224,22 @@ class PersonalModelStore:
 
     def activate(self, model_id: str) -> None:
         """Make ``model_id`` the active model, whatever its verdict (the user's explicit choice)."""
-        self._require(model_id)
-        pointer = self._read_pointer()
-        current = self.active_id()
-        previous = [p for p in pointer["previous"] if p != model_id]
-        if current is not None and current != model_id:
-            previous.append(current)
-        self._write_pointer(model_id, previous)
+        with self._locked():
+            self._require(model_id)
+            pointer = self._read_pointer()
+            current = self.active_id()
+            previous = [p for p in pointer["previous"] if p != model_id]
+            if current is not None and current != model_id:
+                previous.append(current)
+            self._write_pointer(model_id, previous)
 
     def rollback(self) -> str | None:
         """Back to the model active before the current one; with none left, to the generic model
         (returns None then)."""
-        previous = [p for p in self._read_pointer()["previous"] if (self.models_dir / p).is_dir()]
-        target = previous.pop() if previous else None
-        self._write_pointer(target, previous)
+        with self._locked():
+            previous = [p for p in self._read_pointer()["previous"] if (self.models_dir / p).is_dir()]
+            target = previous.pop() if previous else None
+            self._write_pointer(target, previous)
         return target
 
     def list_models(self) -> list[StoredModel]:
@@ -256,6 +267,30 @@ class PersonalModelStore:
         return stored
 
     # --- internals ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store to this thread alone: the daemon installing a session's model and
+        ``emotion-edge models activate`` in another process must not interleave their
+        read-modify-write of the pointer, or lose a model to the other's pruning. Re-entrant."""
+        with self._thread_lock:
+            if self._lock_depth == 0:
+                _mkdir_private(self.root)
+                fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._lock_fd = fd
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0 and self._lock_fd is not None:
+                    os.close(self._lock_fd)  # closing releases the flock
+                    self._lock_fd = None
 
     @contextlib.contextmanager
     def _scratch(self) -> Iterator[Path]:
