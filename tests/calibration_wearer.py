@@ -4,7 +4,8 @@
         --socket /tmp/x/state/calibration.sock [--start] [--fault flat@2:1] [--cancel-after 5]
 
 It streams ``n,v1,v2,v3`` lines at ``--rate`` lines/s (the board), and follows the daemon's prompts
-from the calibration control socket (the person): while a repetition of label L is being recorded
+from the calibration control socket, or with ``--mqtt-port`` from the retained MQTT prompt topic
+(the person): while a repetition of label L is being recorded
 it streams the next rows of L's *calibration part* (the first ``--cal-fraction`` of each label's
 segment in the CSV, wrapping around); at any other time (countdown, rest, no session) it rests.
 "neutral" is rest too: the source recording has no neutral face, and a relaxed face is what the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -39,6 +41,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import numpy as np
 
@@ -103,11 +106,50 @@ class Prompts:
         self.sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
 
 
+class MqttPrompts:
+    """The same, from the retained calibration state topic (what a Home Assistant tablet shows);
+    start and cancel are the Home Assistant buttons' commands."""
+
+    def __init__(self, port: int, base: str, start: bool) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.base = base
+        self.snapshot: dict[str, object] = {"phase": "idle"}
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"wearer-{os.getpid()}")
+        self.client.on_message = self._on_message
+        self.start_pending = start
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"{base}/calibration/state", qos=1)
+        # The button is pressed once the daemon is up and its EMG delivers (as a person would).
+        self.client.subscribe(f"{base}/modality/emg/available", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: object, userdata: object, msg: Any) -> None:
+        if msg.topic.endswith("/modality/emg/available"):
+            if msg.payload == b"ON" and self.start_pending:
+                self.start_pending = False
+                self.send("start")
+            return
+        with self.lock:
+            self.snapshot = json.loads(msg.payload)
+
+    def current(self) -> dict[str, object]:
+        with self.lock:
+            return self.snapshot
+
+    def send(self, cmd: str) -> None:
+        self.client.publish(f"{self.base}/set/calibrate", cmd.upper().encode(), qos=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", type=Path, required=True)
     ap.add_argument("--link", type=Path, required=True)
-    ap.add_argument("--socket", type=Path, required=True)
+    ap.add_argument("--socket", type=Path, help="follow the prompts on the daemon's control socket")
+    ap.add_argument("--mqtt-port", type=int, help="follow them on MQTT (127.0.0.1) instead")
+    ap.add_argument("--mqtt-base", default="emotion_edge/test_pi", help="the daemon's base topic")
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--cal-fraction", type=float, default=0.6)
     ap.add_argument("--start", action="store_true", help="start the session over the socket")
@@ -141,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     pty = Pty(args.link)
     say("READY", time.monotonic(), args.link, pty.name)
-    prompts: Prompts | None = None
+    prompts: Prompts | MqttPrompts | None = None
+    if args.mqtt_port is not None:
+        prompts = MqttPrompts(args.mqtt_port, args.mqtt_base, args.start)
     counter = 0
     t0 = time.monotonic()
     sent = 0
@@ -155,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     unplugged_at: float | None = None
     try:
         while True:
-            if prompts is None and args.socket.exists():
+            if prompts is None and args.socket is not None and args.socket.exists():
                 with contextlib.suppress(OSError):
                     prompts = Prompts(args.socket, args.start)
             snap = prompts.current() if prompts is not None else {"phase": "idle"}

@@ -90,6 +90,14 @@ def start(
     return broker, sub, wearer, Daemon(config, tmp_path), state
 
 
+def teardown(broker: Mosquitto, sub: Subscriber, wearer: Wearer, daemon: Daemon | None = None) -> None:
+    if daemon is not None:
+        daemon.kill()
+    wearer.stop()
+    sub.close()
+    broker.stop()
+
+
 def start_without_daemon(
     tmp_path: Path, emg_csv: Path, *wearer_args: str
 ) -> tuple[Mosquitto, Subscriber, Wearer, Path, Path]:
@@ -102,7 +110,8 @@ def start_without_daemon(
     sock = state / "calibration.sock"
     wearer = Wearer(
         "--csv", str(emg_csv), "--link", str(link), "--socket", str(sock),
-        "--cal-fraction", str(CAL_FRACTION), *wearer_args,
+        "--cal-fraction", str(CAL_FRACTION),
+        *(a.replace("{mqtt_port}", str(broker.port)) for a in wearer_args),
     )  # fmt: skip
     wearer.wait_for("READY", 10)
     config = daemon_config(tmp_path, broker.port, emg=serial_emg_toml(link, 1023) + SESSION)
@@ -161,10 +170,7 @@ def test_session_trains_activates_and_swaps_in_the_personal_model(tmp_path: Path
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
     finally:
-        daemon.kill()
-        wearer.stop()
-        sub.close()
-        broker.stop()
+        teardown(broker, sub, wearer, daemon)
     log = daemon.log
     assert "Traceback" not in log, log[-3000:]
     summary = result["result"]
@@ -207,10 +213,7 @@ def test_bad_repetitions_are_flagged_and_repeated_then_the_session_completes(
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
     finally:
-        daemon.kill()
-        wearer.stop()
-        sub.close()
-        broker.stop()
+        teardown(broker, sub, wearer, daemon)
     assert "Traceback" not in daemon.log, daemon.log[-3000:]
     assert result["phase"] == "done", result
     flagged = result["flagged"]
@@ -242,10 +245,7 @@ def test_cancel_half_way_changes_nothing_and_events_keep_flowing(tmp_path: Path,
         )
         assert daemon.stop() == 0
     finally:
-        daemon.kill()
-        wearer.stop()
-        sub.close()
-        broker.stop()
+        teardown(broker, sub, wearer, daemon)
     log = daemon.log
     assert "Traceback" not in log, log[-3000:]
     assert result["phase"] == "cancelled" and "nothing was changed" in result["message"], result
@@ -265,10 +265,7 @@ def test_a_session_that_cannot_tell_the_labels_apart_is_refused_with_reasons(
         result = json.loads(wearer.wait_for("RESULT", SESSION_S + 60))
         assert daemon.stop() == 0
     finally:
-        daemon.kill()
-        wearer.stop()
-        sub.close()
-        broker.stop()
+        teardown(broker, sub, wearer, daemon)
     assert "Traceback" not in daemon.log, daemon.log[-3000:]
     assert result["phase"] == "refused", result
     summary = result["result"]

@@ -17,7 +17,7 @@ from edge.calibration.store import PersonalModelStore
 from edge.calibration.tui import render
 from tests.conftest import REPO
 from tests.harness import wait_until
-from tests.test_calibration_e2e import SESSION_S, Wearer, start, start_without_daemon
+from tests.test_calibration_e2e import SESSION_S, Wearer, start, start_without_daemon, teardown
 
 
 def tui(config: Path) -> subprocess.Popen[str]:
@@ -67,10 +67,7 @@ def test_ctrl_c_in_the_terminal_cancels_the_daemons_session(tmp_path: Path, emg_
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
     finally:
-        daemon.kill()
-        wearer.stop()
-        sub.close()
-        broker.stop()
+        teardown(broker, sub, wearer, daemon)
     print(out)
     assert proc.returncode == 75, out
     assert "Calibration cancelled: cancelled: nothing was changed" in out
@@ -88,9 +85,7 @@ def test_without_a_daemon_the_terminal_runs_the_session_on_the_port(tmp_path: Pa
     finally:
         if proc.poll() is None:
             proc.kill()
-        wearer.stop()
-        sub.close()
-        broker.stop()
+        teardown(broker, sub, wearer)
     print(out)
     assert proc.returncode == 0, out
     assert "no daemon is running" in out

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from edge.calibration.control import ControlServer
 from edge.calibration.install import StoreInstaller
 from edge.calibration.manager import CalibrationManager, socket_path
+from edge.calibration.mqtt import CalibrationMqtt
 from edge.calibration.offline import CHANNEL_NAMES
 from edge.calibration.store import PersonalModelStore, state_dir
 from edge.service import loading
@@ -38,12 +39,19 @@ class DaemonCalibration:
         )
         self.manager.available = lambda: self.service.pipeline.availability()["emg"]
         self.control = ControlServer(self.manager, socket_path(state_dir(config)))
+        self.mqtt = CalibrationMqtt(self.manager, self.store, lambda: self.service.publisher)
+        self.manager.on_snapshot.append(self.mqtt.on_snapshot)
         self.swaps = 0
 
     async def start(self) -> None:
+        """After the publisher and the pipeline have started."""
         self.service.pipeline.emg_taps.append(self.manager.tap)
+        if self.service.publisher is not None:
+            self.service.publisher.on_action = self.mqtt.on_action
+        self.mqtt.load_stored_result()
         await self.control.start()
         self.service.supervisor.start("calibration", self.manager.run)
+        self.service.supervisor.start("calibration-mqtt", self.mqtt.run)
 
     async def stop(self) -> None:
         self.manager.cancel()
