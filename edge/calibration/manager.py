@@ -67,6 +67,7 @@ class CalibrationManager:
         self.on_snapshot: list[Callable[[dict[str, Any]], None]] = []
         self.available: Callable[[], bool] = lambda: True
         self._finishing: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._last_sent = 0.0
         self._last_phase: str | None = None
         self.sessions_started = 0
@@ -94,6 +95,7 @@ class CalibrationManager:
             self.channel_names,
         )
         self.sessions_started += 1
+        self._wake.set()
         log.info("calibration session started: %d repetitions", len(self.session.plan))
         self._send(force=True)
         return self.session.snapshot(now)
@@ -135,10 +137,13 @@ class CalibrationManager:
     async def run(self) -> None:
         """The session's clock: phases move on even when no samples arrive (a pulled cable)."""
         while True:
-            await asyncio.sleep(TICK_S)
             session = self.session
-            if session is None:
+            if session is None or (session.finished and self._finishing is None):
+                # Idle (no session, or its outcome sent): no wake-ups until the next start.
+                self._wake.clear()
+                await self._wake.wait()
                 continue
+            await asyncio.sleep(TICK_S)
             session.advance(self.clock())
             if session.phase == "recorded" and self._finishing is None:
                 session.finish("fitting", "training your personal model")
