@@ -49,7 +49,11 @@ class DaemonCalibration:
         if self.service.publisher is not None:
             self.service.publisher.on_action = self.mqtt.on_action
         self.mqtt.load_stored_result()
-        await self.control.start()
+        try:
+            await self.control.start()
+        except OSError as exc:  # e.g. a path over the 107 bytes a UNIX socket name may have
+            # Calibration is an extra: the daemon runs on, MQTT can still start a session.
+            log.error("calibration control socket %s unavailable: %s", self.control.path, exc)
         self.service.supervisor.start("calibration", self.manager.run)
         self.service.supervisor.start("calibration-mqtt", self.mqtt.run)
 
