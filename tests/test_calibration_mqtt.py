@@ -21,6 +21,11 @@ COMMAND = f"{BASE}/set/calibrate"
 DISCOVERY = "homeassistant/device/test_pi/config"
 
 
+def calibration_stats(sub: Any) -> dict[str, Any]:
+    last = sub.last(f"{BASE}/stats")
+    return dict(json.loads(last).get("calibration", {})) if last else {}
+
+
 def test_home_assistant_button_starts_a_session_guided_by_the_prompt_sensor(
     tmp_path: Path, emg_csv: Path
 ) -> None:
@@ -38,6 +43,13 @@ def test_home_assistant_button_starts_a_session_guided_by_the_prompt_sensor(
         sub.client.publish(COMMAND, b"CANCEL", qos=1)
         sub.wait_for(STATE, lambda m: json.loads(m[-1])["phase"] == "cancelled", timeout=10)
         wait_until(lambda: "payload for calibrate must be exactly START or CANCEL" in daemon.log, 10)
+        # The stats count the sessions by outcome, and the refused command.
+        wait_until(
+            lambda: calibration_stats(sub).get("outcomes") == {"done": 1, "cancelled": 1}, 10, what="stats"
+        )
+        stats = json.loads(sub.on(f"{BASE}/stats")[-1])
+        assert stats["mqtt"]["commands_rejected"] >= 1 and stats["calibration"]["sessions"] == 2
+        assert stats["calibration"]["swaps"] == 1
         assert daemon.stop() == 0
     finally:
         teardown(broker, sub, wearer, daemon)

@@ -45,6 +45,7 @@ class ControlServer:
         self._clients: set[asyncio.Task[Any]] = set()
         self.requests = 0
         self.rejected = 0
+        self.superseded = 0  # snapshots a slow watcher never saw (a newer one replaced them)
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,7 @@ class ControlServer:
                 await _send(writer, await slot.get())
         finally:
             self.manager.listeners.discard(slot)
+            self.superseded += slot.stats.superseded
 
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ way a SIGHUP reload does.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.calibration.control import ControlServer
 from edge.calibration.install import StoreInstaller
@@ -60,6 +60,20 @@ class DaemonCalibration:
     async def stop(self) -> None:
         self.manager.cancel()
         await self.control.stop()
+
+    def stats(self) -> dict[str, Any]:
+        manager, control = self.manager, self.control
+        return {
+            "phase": manager.session.phase if manager.session is not None else "idle",
+            "sessions": manager.sessions_started,
+            "outcomes": dict(manager.outcomes),
+            "flagged_repetitions": manager.flagged_repetitions,
+            "swaps": self.swaps,
+            "control_requests": control.requests,
+            "control_rejected": control.rejected,
+            "watch_superseded": control.superseded,
+            "mqtt_starts_refused": self.mqtt.rejected,
+        }
 
     async def swap(self) -> None:
         """Run the now active model, as a reload with an unchanged config would pick it up

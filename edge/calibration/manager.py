@@ -71,6 +71,9 @@ class CalibrationManager:
         self._last_sent = 0.0
         self._last_phase: str | None = None
         self.sessions_started = 0
+        self.outcomes: dict[str, int] = {}  # sessions by how they ended: done, refused, failed, cancelled
+        self.flagged_repetitions = 0
+        self._counted: CalibrationSession | None = None
 
     # --- commands -----------------------------------------------------------------
 
@@ -138,6 +141,10 @@ class CalibrationManager:
         """The session's clock: phases move on even when no samples arrive (a pulled cable)."""
         while True:
             session = self.session
+            if session is not None and session.finished and session is not self._counted:
+                self._counted = session
+                self.outcomes[session.phase] = self.outcomes.get(session.phase, 0) + 1
+                self.flagged_repetitions += len(session.flagged)
             if session is None or (session.finished and self._finishing is None):
                 # Idle (no session, or its outcome sent): no wake-ups until the next start.
                 self._wake.clear()
