@@ -88,6 +88,7 @@ def test_quality_names_each_fault_on_its_channel(segments: dict[str, np.ndarray]
     assert channel_quality(x, FS, RANGE)[1].status == "mains"
     x[:, 1] = 120 + rng.normal(0, 3, len(x))
     assert channel_quality(x, FS, RANGE)[1].status == "ok"
+    assert channel_quality(x, FS, (0.0, 4095.0))[1].status == "ok"  # on a 12-bit ADC too
 
 
 # --- the state machine, on a fake clock --------------------------------------------------
@@ -248,3 +249,58 @@ def test_control_socket_is_private_and_starts_streams_and_cancels(tmp_path: Path
     with pytest.raises(CalibrationBusy, match="EMG is off"):
         off = Config.model_validate({"emg": {"source": "off"}})
         CalibrationManager(lambda: off, NeverInstalls()).start()
+
+
+def test_cancel_while_the_model_trains_installs_nothing(
+    tmp_path: Path, segments: dict[str, np.ndarray]
+) -> None:
+    """The real installer and store: the fit runs in a thread; a cancel meanwhile wins, and neither a
+    model nor the recording is left behind."""
+    from edge.calibration.install import StoreInstaller
+    from edge.calibration.store import PersonalModelStore
+
+    config = Config.model_validate(
+        {
+            "calibration": CFG.model_dump(),
+            "outbox": {"path": str(tmp_path / "state" / "outbox.sqlite3")},
+            "emg": {"serial": {"value_max": 1023.0}},
+        }
+    )
+    store = PersonalModelStore.for_config(config)
+    clock = [0.0]
+    manager = CalibrationManager(
+        lambda: config, StoreInstaller(store, FS), CHANNEL_NAMES, clock=lambda: clock[0]
+    )
+    rng = np.random.default_rng(2)
+
+    async def scenario() -> tuple[str, bool]:
+        ticker = asyncio.create_task(manager.run())
+        manager.start()
+        session = manager.session
+        assert session is not None
+        pos = 0
+        try:
+            while session.phase in ("countdown", "record", "rest"):
+                step = session.plan[session.index]
+                if session.phase == "record" and step.label != "neutral":
+                    rows = segments[step.label][pos % 3000 : pos % 3000 + 20]
+                    pos += 20
+                else:
+                    rows = 120 + rng.normal(0, 3, (20, 3))
+                clock[0] += 0.02
+                manager.tap(SampleChunk(rows, 0, clock[0]))
+            while session.phase != "fitting":
+                assert session.phase in ("recorded", "fitting"), (session.phase, session.message)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the fit is running in its thread now
+            cancelled = manager.cancel()
+            while manager._finishing is not None:
+                await asyncio.sleep(0.01)
+            return session.phase, cancelled
+        finally:
+            ticker.cancel()
+
+    phase, cancelled = asyncio.run(scenario())
+    assert cancelled is True and phase == "cancelled"
+    assert store.active() is None and store.list_models() == []
+    assert not store.recordings_dir.exists() or list(store.recordings_dir.iterdir()) == []

@@ -33,8 +33,9 @@ Status = Literal["ok", "disconnected", "saturated", "flat", "mains"]
 RAIL_MARGIN = 0.005
 DISCONNECTED_AT_RAIL = 0.9
 SATURATED_AT_RAIL = 0.3
-# Standard deviation below this share of the full range: flat (about 1 step of a 10-bit ADC).
-FLAT_STD = 0.001
+# Standard deviation below this share of the full range: flat. About a third of a step of a 10-bit
+# ADC, one step of a 12-bit one: a quiet but live channel (a relaxed face) moves by more.
+FLAT_STD = 0.0003
 MAINS_SHARE = 0.5
 MAINS_HZ = (50.0, 60.0)
 MAINS_HARMONICS = 3
