@@ -150,9 +150,12 @@ class DecisionEngine:
 
         Each modality counts with its configured weight times its own confidence (its top
         smoothed probability), so a confident modality outweighs an unsure one. A modality that
-        lacks a label (EMG has no "neutral") defers on it: it takes the mass that the modalities
-        able to express that label give it, and spreads the rest over its own labels. Otherwise
-        EMG, which always names some emotion, would cap "neutral" below the entry threshold.
+        lacks a label (the shipped EMG model has no "neutral") defers on it: it takes the mass that
+        the modalities able to express that label give it, and spreads the rest over its own
+        labels. Otherwise EMG, which always names some emotion, would cap "neutral" below the entry
+        threshold. A model that has the label votes on it like on any other: a calibrated EMG model
+        with "neutral" (``emotion-edge calibrate``) weighs in on the face's neutral, and on its own
+        can open and hold a neutral episode.
         """
         fresh: list[tuple[str, dict[str, float], float]] = []
         for name, m in sorted(self._modalities.items()):

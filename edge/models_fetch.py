@@ -132,8 +132,11 @@ def _write(out: IO[bytes], chunk: bytes) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    models = subparsers.add_parser("models", help="manage downloadable models")
+    from edge.calibration.models_command import register as register_personal_models
+
+    models = subparsers.add_parser("models", help="download models; list, activate, roll back personal ones")
     sub = models.add_subparsers(dest="models_command", required=True)
+    register_personal_models(sub)
     fetch_parser = sub.add_parser(
         "fetch",
         help="download the YuNet face detector from the OpenCV Zoo",

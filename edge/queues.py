@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,13 +22,18 @@ class QueueStats:
 
 
 class CountingQueue(Generic[T]):
-    """A bounded FIFO that applies backpressure instead of dropping."""
+    """A bounded FIFO that applies backpressure instead of dropping.
+
+    ``taps`` see every item as the consumer takes it, on the consumer's task (calibration listens
+    to the EMG samples this way without a second copy of the stream).
+    """
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
             raise ValueError("a queue needs room for at least one item")
         self._q: asyncio.Queue[T] = asyncio.Queue(maxsize)
         self.stats = QueueStats()
+        self.taps: list[Callable[[T], None]] = []
 
     async def put(self, item: T) -> None:
         if self._q.full():
@@ -49,6 +55,8 @@ class CountingQueue(Generic[T]):
     async def get(self) -> T:
         item = await self._q.get()
         self.stats.got += 1
+        for tap in self.taps:
+            tap(item)
         return item
 
 

@@ -105,6 +105,62 @@ def test_neutral_face_can_start_an_episode_while_emg_names_an_emotion() -> None:
     assert eng.state.emotion == "neutral" and eng.state.modalities == ["emg", "face"]
 
 
+CALIBRATED_EMG = ["neutral", "happy", "angry", "sad"]  # a personal model has a rest class
+
+
+def feed_calibrated(eng: DecisionEngine, probs: list[float], t: float) -> list[EpisodeEvent]:
+    return eng.observe(ModalityReading("emg", CALIBRATED_EMG, np.array(probs), t))
+
+
+def test_calibrated_emg_votes_on_neutral_instead_of_deferring() -> None:
+    eng = engine(staleness_s=1.0)
+    # The face is sure it is happy; the calibrated EMG is as sure the face is at rest.
+    feed_calibrated(eng, [0.8, 0.1, 0.05, 0.05], 0.0)
+    feed(eng, [0.8, 0.05, 0.05, 0.1], 0.05, "face")
+    fused, used = eng.fuse(0.05)
+    assert used == ["emg", "face"]
+    # Equal confidence (0.8): neutral is the plain mean of both votes, not the face's alone as it
+    # is for a model without the label (test_fusion_union_labels_and_staleness).
+    assert fused["neutral"] == pytest.approx((0.8 + 0.1) / 2)
+    assert fused["happy"] == pytest.approx((0.1 + 0.8) / 2)
+    # So neither wins: a contradicted face does not open a happy episode on its own.
+    events = []
+    for i in range(10):
+        events += feed_calibrated(eng, [0.8, 0.1, 0.05, 0.05], 0.1 + i * 0.1)
+        events += feed(eng, [0.8, 0.05, 0.05, 0.1], 0.15 + i * 0.1, "face")
+    assert events == [] and eng.state.emotion == UNCERTAIN
+
+
+def test_calibrated_emg_at_rest_gives_no_mass_to_an_emotion_it_does_not_see() -> None:
+    eng = engine()
+    feed_calibrated(eng, [0.7, 0.1, 0.1, 0.1], 0.0)
+    feed(eng, [0.1, 0.1, 0.1, 0.7], 0.05, "face")
+    fused, _ = eng.fuse(0.05)
+    assert fused["neutral"] == pytest.approx(0.7)
+    # With the shipped EMG (no neutral) naming happy instead, neutral is only what the face says.
+    shipped = engine()
+    feed(shipped, [0.7, 0.2, 0.1], 0.0, "emg")
+    feed(shipped, [0.1, 0.1, 0.1, 0.7], 0.05, "face")
+    assert shipped.fuse(0.05)[0]["neutral"] == pytest.approx(0.7)
+    assert fused["happy"] < shipped.fuse(0.05)[0]["happy"]
+
+
+def test_emg_only_neutral_opens_and_holds_a_neutral_episode() -> None:
+    eng = engine(end_after_s=1.0)
+    events = []
+    for i in range(3):
+        events += feed_calibrated(eng, [0.9, 0.05, 0.03, 0.02], i * 0.1)
+    assert [(e.type, e.emotion, e.modalities) for e in events] == [("new", "neutral", ["emg"])]
+    # Held across seconds of rest, through a weaker stretch above exit_threshold.
+    for i in range(3, 60):
+        p = [0.9, 0.05, 0.03, 0.02] if i % 10 else [0.5, 0.3, 0.1, 0.1]
+        assert [e.type for e in feed_calibrated(eng, p, i * 0.1)] in ([], ["update"])
+    assert eng.state.emotion == "neutral"
+    # An expression takes over from rest: neutral ends, happy starts.
+    takeover = [e for i in range(60, 64) for e in feed_calibrated(eng, [0.05, 0.9, 0.03, 0.02], i * 0.1)]
+    assert [(e.type, e.emotion) for e in takeover] == [("end", "neutral"), ("new", "happy")]
+
+
 def test_close_ends_open_episode() -> None:
     eng = engine()
     for i in range(3):

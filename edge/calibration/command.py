@@ -25,23 +25,39 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cal = sub.add_parser(
         "calibrate",
-        help="fit a personal EMG model from a labelled recording",
+        help="calibrate a personal EMG model: a guided session, or from a labelled recording",
         description=(
-            "Train and validate (leave-one-repetition-out) a personal EMG model from a saved recording, "
+            "Without --from-recording: a guided session in the terminal (prompt, countdown, a level bar "
+            "per electrode, progress), run by the daemon over its control socket, or on the configured "
+            "serial port when no daemon runs; the new model is activated if its validation passes. Exit 0 "
+            "when it is active, 65 when refused or failed, 69 when calibration is not possible now, 75 when "
+            "cancelled (Ctrl-C). With --from-recording: train and validate (leave-one-repetition-out) "
+            "a personal EMG model from a saved recording, "
             "then write it as an int8 .tflite with its .card.json. The CSV has the columns "
             "sample,EMG1,EMG2,EMG3,label and optionally rep (the repetition index); without rep, each "
             f"contiguous run of one label is one repetition. Exit {EXIT_DATA_ERROR} when a label has "
-            f"fewer than two repetitions or the file is malformed, {EXIT_NO_INPUT} when it cannot be read."
+            f"fewer than two repetitions or the file is malformed, {EXIT_NO_INPUT} when it cannot be read. "
+            "With --forget, delete the raw calibration recordings kept in the state directory instead."
         ),
     )
     cal.add_argument(
         "--from-recording",
-        required=True,
         type=Path,
         metavar="CSV",
         help="labelled recording: sample,EMG1,EMG2,EMG3,label[,rep]",
     )
-    cal.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and card")
+    cal.add_argument("--out", type=Path, metavar="DIR", help="folder for the model and card")
+    cal.add_argument(
+        "--forget",
+        action="store_true",
+        help="delete the raw calibration recordings kept in the state directory (the models stay)",
+    )
+    cal.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the daemon's config file: its state directory, serial port and [calibration] settings",
+    )
     cal.add_argument(
         "--name", default=DEFAULT_NAME, help=f"file stem and card name of the model (default: {DEFAULT_NAME})"
     )
@@ -57,6 +73,22 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _cmd_session(args: argparse.Namespace) -> int:
+    """No recording given: the guided session in the terminal (:mod:`edge.calibration.tui`)."""
+    import asyncio
+
+    from edge.calibration.tui import run
+    from edge.config import EXIT_CONFIG, ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for key, message in exc.errors:
+            print(f"emotion-edge: config error: {key}: {message}", file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(run(config))
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.calibration.offline import calibrate_recording
     from edge.calibration.tflite_writer import TfliteSchemaUnavailable
@@ -64,6 +96,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.model_card import CardError
     from edge.recording import RecordingError, RecordingUnreadable
 
+    if args.forget:
+        if args.from_recording is not None or args.out is not None:
+            return _fail("--forget deletes the kept recordings; it takes no --from-recording or --out", 64)
+        from edge.calibration.models_command import forget_recordings_command
+
+        return forget_recordings_command(args)
+    if args.from_recording is None and args.out is None:
+        return _cmd_session(args)
+    if args.from_recording is None or args.out is None:
+        return _fail("--from-recording CSV and --out DIR go together", 64)
     if not _NAME.fullmatch(args.name):
         return _fail(f"--name must be a plain file stem (letters, digits, . _ -), got {args.name!r}", 64)
     if args.sample_rate is not None and not args.sample_rate > 0:

@@ -215,7 +215,7 @@ def int8_predictor(model: LinearSoftmax, train: FloatArray, test: FloatArray) ->
     return predicted
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -319,8 +319,8 @@ def calibrate_recording(
             "command": command,
         },
     )
-    _atomic_write(model_path, tflite)
-    _atomic_write(card_path, (json.dumps(card.model_dump(mode="json"), indent=2) + "\n").encode())
+    atomic_write(model_path, tflite)
+    atomic_write(card_path, (json.dumps(card.model_dump(mode="json"), indent=2) + "\n").encode())
 
     # Load the pair as the daemon would: refuses anything it would refuse.
     from edge.emg.classifier import EmgClassifier

@@ -393,5 +393,7 @@ def _toml_value(value: object) -> str:
     if isinstance(value, str):
         # JSON string escapes are a subset of TOML basic-string escapes.
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "]"
     # SecretStr and anything new end up here: refuse rather than print a secret or invalid TOML.
     raise TypeError(f"no TOML form for default value of type {type(value).__name__}")

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.config.calibration import CalibrationConfig
 from edge.config.camera import CameraConfig
 from edge.config.decision import DecisionConfig
 from edge.config.emg import EmgConfig
@@ -51,3 +52,6 @@ class Config(BaseModel):
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera input.")
     face: FaceConfig = Field(default_factory=FaceConfig, description="Face detection in camera frames.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    calibration: CalibrationConfig = Field(
+        default_factory=CalibrationConfig, description="Guided personal calibration of the EMG model."
+    )

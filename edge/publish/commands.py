@@ -48,3 +48,34 @@ def parse_command(base_topic: str, topic: str, payload: bytes) -> SwitchCommand:
     quoted = payload[:_QUOTE_MAX]
     more = f" (+{len(payload) - _QUOTE_MAX} bytes)" if len(payload) > _QUOTE_MAX else ""
     raise CommandError(f"payload for {switch} must be exactly ON or OFF, got {quoted!r}{more}")
+
+
+# Commands that act once rather than set a state (Home Assistant buttons): topic -> payloads taken.
+ACTIONS: dict[str, tuple[bytes, ...]] = {"calibrate": (b"START", b"CANCEL")}
+
+
+@dataclass(frozen=True)
+class ActionCommand:
+    action: str
+    payload: str
+
+
+def action_of(base_topic: str, topic: str) -> str | None:
+    """``.../set/calibrate`` -> ``calibrate``; None for any other topic (a switch, or unknown)."""
+    prefix = f"{base_topic}/set/"
+    name = topic[len(prefix) :] if topic.startswith(prefix) else ""
+    return name if name in ACTIONS else None
+
+
+def parse_action(base_topic: str, topic: str, payload: bytes) -> ActionCommand:
+    """``.../set/calibrate`` + ``START`` -> ActionCommand("calibrate", "START"), as strictly as switches."""
+    action = action_of(base_topic, topic)
+    if action is None:
+        raise CommandError(f"not an action topic: {topic[:64]!r}")
+    allowed = ACTIONS[action]
+    if payload not in allowed:
+        quoted = payload[:_QUOTE_MAX]
+        more = f" (+{len(payload) - _QUOTE_MAX} bytes)" if len(payload) > _QUOTE_MAX else ""
+        names = " or ".join(a.decode() for a in allowed)
+        raise CommandError(f"payload for {action} must be exactly {names}, got {quoted!r}{more}")
+    return ActionCommand(action, payload.decode())

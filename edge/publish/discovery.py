@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge import __version__
+from edge.publish.calibration_discovery import calibration_components
 from edge.publish.topics import MODALITIES, Topics
 
 ORIGIN = {"name": "emotion-edge", "sw": __version__, "url": "https://github.com/emotion-edge/emotion-edge"}
@@ -82,6 +83,7 @@ def discovery_payload(topics: Topics, device_name: str | None = None) -> dict[st
             "payload_off": "OFF",
             "optimistic": False,
         }
+    components.update(calibration_components(topics, uid))
     return {
         "dev": {
             "ids": [uid],

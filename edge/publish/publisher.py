@@ -28,7 +28,7 @@ from edge.config import Config
 from edge.decision import EpisodeEvent
 from edge.logs import LogLimiter
 from edge.outbox import AsyncOutbox
-from edge.publish.commands import CommandError, parse_command
+from edge.publish.commands import ActionCommand, CommandError, action_of, parse_action, parse_command
 from edge.publish.discovery import discovery_payload
 from edge.publish.mqtt_link import MqttLink, event_payload
 from edge.publish.topics import Topics
@@ -88,6 +88,7 @@ class Publisher:
         self._command_log = LogLimiter(log, COMMAND_LOG_INTERVAL_S, burst=COMMAND_LOG_BURST)
         self._republish: asyncio.Task[None] | None = None
         self._republish_again = False
+        self.on_action: Callable[[ActionCommand], None] | None = None  # set by the calibration
 
     @property
     def connected(self) -> bool:
@@ -212,6 +213,9 @@ class Publisher:
         stats = self.link.stats
         stats.commands_received += 1
         try:
+            if action_of(self.topics.base, topic) is not None:
+                self._apply_action(parse_action(self.topics.base, topic, payload))
+                return
             cmd = parse_command(self.topics.base, topic, payload)
         except CommandError as exc:
             stats.commands_rejected += 1
@@ -226,6 +230,14 @@ class Publisher:
             stats.commands_rate_limited += 1
         if not busy:
             self._applier = self.background.spawn(self._apply_commands(), name="apply-commands")
+
+    def _apply_action(self, cmd: ActionCommand) -> None:
+        """Buttons (start a calibration): applied at once; their handler refuses what it cannot do."""
+        assert self.link is not None
+        self.link.stats.commands_applied += 1
+        self._command_log.info("action", "command: %s %s", cmd.action, cmd.payload)
+        if self.on_action is not None:
+            self.on_action(cmd)
 
     async def _apply_commands(self) -> None:
         """Apply what waits, at most COMMANDS_PER_S times a second, until nothing does."""

@@ -45,6 +45,16 @@ class Topics:
         return f"{self.base}/set/{switch}"
 
     @property
+    def calibration_state(self) -> str:
+        """Retained JSON: the calibration session's phase, prompt and progress (a wall tablet's guide)."""
+        return f"{self.base}/calibration/state"
+
+    @property
+    def calibration_result(self) -> str:
+        """Retained JSON: the last calibration's accuracy, date and whether its model is active."""
+        return f"{self.base}/calibration/result"
+
+    @property
     def command_filter(self) -> str:
         return f"{self.base}/set/#"
 

@@ -43,3 +43,26 @@ class InstanceLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (removing it would race)
             self._fd = None
+
+
+def running_daemon(outbox_path: Path) -> int | None:
+    """The PID of the daemon that holds the lock for ``outbox_path``, or None when none runs.
+
+    Probes with a shared, non-blocking flock on a read-only descriptor: it never creates the file,
+    never blocks, and is refused exactly while a daemon holds its exclusive lock.
+    """
+    path = outbox_path.with_name(outbox_path.name + ".lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -3,16 +3,31 @@
 Loading is blocking (seconds on a Pi for the face model), so callers run it off the loop, and
 it happens before anything running is touched: a bad file fails here, not half-way through a
 reload.
+
+Which EMG model runs (:func:`emg_model_path`), first that applies:
+
+1. ``[models] emg`` in the config: an explicit choice always wins, calibration or not;
+2. the active personal model of the state directory (``emotion-edge calibrate``, ``emotion-edge
+   models activate``; :mod:`edge.calibration.store`);
+3. the generic model shipped with the package.
+
+It is resolved at start and at every reload, so a newly activated personal model is picked up by
+SIGHUP. A personal model that fails to load is skipped with an error in the log (the shipped one
+runs): state on disk must never keep the daemon from starting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.calibration.store import PersonalModelStore
 from edge.config import Config, ConfigError
 from edge.emg.classifier import EmgClassifier
+from edge.model_card import CardError
 from edge.paths import SHIPPED_EMG_MODEL, SHIPPED_FACE_MODEL, shipped_model
 from edge.sources.replay_emg import ReplayEmgSource
 from edge.sources.serial_emg import SerialEmgSource
@@ -20,13 +35,52 @@ from edge.sources.serial_emg import SerialEmgSource
 if TYPE_CHECKING:
     from edge.face.classifier import FacePipeline
 
+log = logging.getLogger(__name__)
+
 
 def modality_weights(config: Config) -> dict[str, float]:
     return {"emg": config.emg.weight, "face": config.face.weight}
 
 
+def emg_model_path(config: Config) -> Path:
+    """The EMG model to run: the config's, else the active personal one, else the shipped one."""
+    if config.models.emg is not None:
+        return config.models.emg
+    return PersonalModelStore.for_config(config).active() or shipped_model(SHIPPED_EMG_MODEL)
+
+
 def emg_classifier(config: Config) -> EmgClassifier:
-    return EmgClassifier(config.models.emg or shipped_model(SHIPPED_EMG_MODEL), config.models.num_threads)
+    path = emg_model_path(config)
+    if config.models.emg is None and path != shipped_model(SHIPPED_EMG_MODEL):
+        try:
+            classifier = EmgClassifier(path, config.models.num_threads)
+        except (CardError, OSError, ValueError) as exc:
+            log.error("the active personal EMG model does not load, running the shipped one: %s", exc)
+            path = shipped_model(SHIPPED_EMG_MODEL)
+        else:
+            log.info("EMG model: personal, %s (labels %s)", path, ", ".join(classifier.labels))
+            trained_hz, rate_hz = classifier.model.card.sample_rate_hz, config.emg.sample_rate_hz
+            if trained_hz is not None and abs(trained_hz - rate_hz) > 0.01 * rate_hz:
+                # Its features were fitted on windows of another length in time: it still runs, but
+                # the user should recalibrate (or fix emg.sample_rate_hz).
+                log.warning(
+                    "the personal EMG model was calibrated at %g Hz, emg.sample_rate_hz is %g Hz: "
+                    "calibrate again at this rate",
+                    trained_hz,
+                    rate_hz,
+                )
+            return classifier
+    return EmgClassifier(path, config.models.num_threads)
+
+
+def swappable(running: EmgClassifier, new: EmgClassifier, config: Config) -> bool:
+    """Whether ``new`` can replace ``running`` in the running EMG stage: it windows the stream the
+    same way (window, hop, channels), so the source, its queue and the windower stay as they are."""
+    return (
+        running.window == new.window
+        and running.spec.n_channels == new.spec.n_channels
+        and (config.emg.hop or running.window) == (config.emg.hop or new.window)
+    )
 
 
 def emg_source(config: Config, n_channels: int) -> SerialEmgSource | ReplayEmgSource:
@@ -73,14 +127,21 @@ def face_pipeline(config: Config) -> FacePipeline:
 class Prepared:
     """A new configuration's parts, loaded before anything running is touched (SIGHUP)."""
 
-    emg_changed: bool
+    emg_changed: bool  # EMG restarts (source included) with emg_classifier
     camera_changed: bool
     emg_classifier: EmgClassifier | None = None
+    # Only the EMG model changed (a personal model activated) and it fits the running stage:
+    # emg_classifier replaces the stage's classifier between two chunks, nothing is restarted.
+    emg_swap: bool = False
     face_pipeline: FacePipeline | None = None
 
 
-async def prepare(old: Config, new: Config) -> Prepared:
-    """Raises ConfigError, CardError, OSError or ValueError: the reload is then rejected."""
+async def prepare(old: Config, new: Config, running_emg: EmgClassifier | None = None) -> Prepared:
+    """Raises ConfigError, CardError, OSError or ValueError: the reload is then rejected.
+
+    ``running_emg``, the classifier the EMG stage runs now, lets a reload with an unchanged config
+    pick up a newly activated personal model (or a rollback to the shipped one).
+    """
     models_changed = new.models != old.models
     prepared = Prepared(
         emg_changed=new.emg != old.emg or models_changed,
@@ -88,6 +149,22 @@ async def prepare(old: Config, new: Config) -> Prepared:
     )
     if prepared.emg_changed and new.emg.source != "off":
         prepared.emg_classifier = await asyncio.to_thread(emg_classifier, new)
+    elif running_emg is not None and new.emg.source != "off":
+        wanted = await asyncio.to_thread(emg_model_path, new)
+        if wanted != running_emg.model.model_path:
+            classifier = await asyncio.to_thread(emg_classifier, new)
+            if classifier.model.model_path != running_emg.model.model_path:
+                prepared.emg_classifier = classifier
+                prepared.emg_swap = swappable(running_emg, classifier, new)
+                prepared.emg_changed = not prepared.emg_swap
+                log.info(
+                    "the EMG model changes from %s to %s (%s)",
+                    running_emg.model.model_path,
+                    classifier.model.model_path,
+                    "swapped in between two chunks"
+                    if prepared.emg_swap
+                    else "EMG restarts: it windows differently",
+                )
     if prepared.camera_changed and new.camera.source != "off":
         prepared.face_pipeline = await asyncio.to_thread(face_pipeline, new)
     return prepared

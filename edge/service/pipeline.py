@@ -61,6 +61,8 @@ class Pipeline:
         self.emg_stage: EmgStage | None = None
         self.emg_queue: CountingQueue[SampleChunk] | None = None
         self.emg_input_ended = False
+        # Called with every EMG sample chunk, paused or not (a calibration session records them).
+        self.emg_taps: list[Callable[[SampleChunk], None]] = []
         self.camera: ThreadedCamera | None = None
         self.camera_stage: CameraStage | None = None
         self.camera_slot: LatestSlot[Frame] | None = None
@@ -75,6 +77,8 @@ class Pipeline:
         if prepared.emg_changed:
             await self.stop_emg()
             self.start_emg(prepared.emg_classifier)
+        elif prepared.emg_swap and self.emg_stage is not None and prepared.emg_classifier is not None:
+            self.emg_stage.classifier = prepared.emg_classifier  # the next chunk uses it; source untouched
         if prepared.camera_changed:
             await self.stop_camera()
             await self.start_camera(prepared.face_pipeline)
@@ -88,6 +92,7 @@ class Pipeline:
             return
         classifier = classifier or loading.emg_classifier(cfg)
         self.emg_queue = CountingQueue(cfg.emg.queue_size)
+        self.emg_queue.taps = self.emg_taps
         self.emg_input_ended = False
         self.emg_source = loading.emg_source(cfg, classifier.spec.n_channels)
         self.watchdog.register("emg_source", self._max_silence_s())

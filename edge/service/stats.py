@@ -67,4 +67,5 @@ async def collect_stats(service: Service) -> dict[str, Any]:
         camera["slot"] = asdict(pipeline.camera_slot.stats)
     if camera:
         out["camera"] = camera
+    out["calibration"] = service.calibration.stats()
     return out

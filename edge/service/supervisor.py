@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from edge import __version__
 from edge.broker import EmbeddedBroker
+from edge.calibration.in_daemon import DaemonCalibration
 from edge.config import Config, ConfigError, load_config
 from edge.decision import EpisodeEvent
 from edge.model_card import CardError
@@ -81,6 +82,7 @@ class Service:
         self._reload_requested = asyncio.Event()
         self._exit_code = 0
         self.lock = InstanceLock(config.outbox.path)
+        self.calibration = DaemonCalibration(self)
         self.started = False  # True once READY: a later failure is not a start-up failure
 
     # Read by the demo's event view.
@@ -151,6 +153,7 @@ class Service:
         await self.publisher.start(host, port)
         self.pipeline.start_emg()
         await self.pipeline.start_camera()
+        await self.calibration.start()
         for name, loop in (
             ("stats", self._stats_loop),
             ("availability", self._availability_loop),
@@ -179,7 +182,8 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-            prepared = await loading.prepare(self.config, new)
+            running = self.pipeline.emg_stage.classifier if self.pipeline.emg_stage is not None else None
+            prepared = await loading.prepare(self.config, new, running)
         except ConfigError as exc:
             for path, message in exc.errors:
                 log.error("reload rejected, keeping the running config: %s: %s", path, message)
@@ -202,6 +206,7 @@ class Service:
         self.notifier.status(self._status_line())
 
     async def _shutdown(self) -> None:
+        await self.calibration.stop()
         await self.pipeline.close()
         await self.supervisor.stop_group("core")  # the loops; the link stops its drain itself
         if self.publisher is not None:

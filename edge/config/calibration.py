@@ -1,0 +1,69 @@
+"""The ``[calibration]`` section: the guided personal-calibration session."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge.config.checks import cross_field
+
+DEFAULT_LABELS = ["neutral", "happy", "angry", "surprise", "fear", "sad", "disgust"]
+
+
+class CalibrationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
+
+    labels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LABELS),
+        min_length=2,
+        description="What the wearer is asked to show, one repetition of each per round (2 or more, each "
+        "once; letters, digits, '_' or '-'). 'neutral' is the relaxed face.",
+    )
+    repetitions: int = Field(
+        default=3,
+        ge=2,
+        le=20,
+        description="Rounds: each label is recorded this many times, in a new shuffled order each round, "
+        "so that validation can hold out whole repetitions (at least 2).",
+    )
+    repetition_s: float = Field(
+        default=6.0, gt=0, le=60, description="Seconds the wearer holds each expression."
+    )
+    reaction_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="Seconds at the start of each repetition that are not recorded: the wearer is still "
+        "reacting to the prompt.",
+    )
+    rest_s: float = Field(default=3.0, ge=0, le=60, description="Seconds of rest after each repetition.")
+    countdown_s: float = Field(
+        default=3.0, ge=0, le=30, description="Seconds of countdown shown before each repetition."
+    )
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        description="How often a repetition with a bad signal (flat, saturated, disconnected or mains-"
+        "dominated channel, or no samples) is repeated before the session gives up.",
+    )
+    seed: int | None = Field(
+        default=None, description="Seed of the shuffled order; unset: a new order every session."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not label or not all(c.isalnum() or c in "_-" for c in label) or len(label) > 32:
+                raise ValueError(f"{label!r} is not a label: 1-32 letters, digits, '_' or '-'")
+        if len(set(value)) != len(value):
+            raise ValueError("each label may appear only once")
+        return value
+
+    @model_validator(mode="after")
+    def _reaction_inside_repetition(self) -> Self:
+        if self.reaction_s >= self.repetition_s:
+            raise cross_field(
+                "reaction_s", "must be shorter than repetition_s ({rep})", rep=self.repetition_s
+            )
+        return self
