@@ -125,7 +125,8 @@ class EmgConfig(BaseModel):
     hop: int | None = Field(
         default=None,
         ge=1,
-        description="Samples between classifier windows. Unset: the model card's hop (its window if the card has none).",
+        description="Samples between classifier windows. Unset: the model card's hop (its window if the "
+        "card has none).",
     )
     queue_size: int = Field(
         default=64, ge=1, description="Sample blocks buffered between the reader and the classifier."

@@ -70,6 +70,15 @@ class EmgStage:
         self._window_start = 0  # stream sample at which the next window begins
         self._anchored = anchor_to_monotonic
         self._epoch = 0.0
+        self._pending: tuple[EmgClassifier, int] | None = None
+
+    def use(self, classifier: EmgClassifier, hop: int) -> None:
+        """Swap the model in from the next chunk on (a hot swap: the source and its queue stay).
+
+        A model with another window or hop re-windows from that chunk, so its first reading
+        comes one window later; a chunk already being classified finishes with the old model.
+        """
+        self._pending = (classifier, hop)
 
     async def run(self, queue: CountingQueue[SampleChunk]) -> None:
         loop = asyncio.get_running_loop()
@@ -88,6 +97,8 @@ class EmgStage:
             self._next_sample = None
             return
         self.stats.samples += n
+        if self._pending is not None:
+            self._swap(*self._pending, chunk.first_sample)
         gap = chunk.discontinuity or self._next_sample != chunk.first_sample
         if self._anchored:
             drift = chunk.received_at - self._time_of(chunk.first_sample + n)
@@ -122,6 +133,13 @@ class EmgStage:
                 sample=end_sample - 1 + (index_offset or 0),
             )
             await self.on_reading(reading, chunk)
+
+    def _swap(self, classifier: EmgClassifier, hop: int, first_sample: int) -> None:
+        self._pending = None
+        if (classifier.window, hop) != (self.classifier.window, self.hop):
+            self.windower = RingWindower(classifier.window, hop, classifier.spec.n_channels)
+            self._window_start = first_sample
+        self.classifier, self.hop = classifier, hop
 
     def _time_of(self, sample: int) -> float:
         return self._epoch + sample / self.sample_rate_hz

@@ -73,14 +73,11 @@ def emg_classifier(config: Config) -> EmgClassifier:
     return EmgClassifier(path, config.models.num_threads)
 
 
-def swappable(running: EmgClassifier, new: EmgClassifier, config: Config) -> bool:
-    """Whether ``new`` can replace ``running`` in the running EMG stage: it windows the stream the
-    same way (window, hop, channels), so the source, its queue and the windower stay as they are."""
-    return (
-        running.window == new.window
-        and running.spec.n_channels == new.spec.n_channels
-        and (config.emg.hop or running.window) == (config.emg.hop or new.window)
-    )
+def swappable(running: EmgClassifier, new: EmgClassifier) -> bool:
+    """Whether ``new`` can replace ``running`` in the running EMG stage: it reads the same channels,
+    so the source and its queue stay as they are. Another window or hop (a personal model reads
+    100 samples, the generic one 300) only re-windows the stream (EmgStage.use)."""
+    return running.spec.n_channels == new.spec.n_channels
 
 
 def emg_source(config: Config, n_channels: int) -> SerialEmgSource | ReplayEmgSource:
@@ -155,7 +152,7 @@ async def prepare(old: Config, new: Config, running_emg: EmgClassifier | None = 
             classifier = await asyncio.to_thread(emg_classifier, new)
             if classifier.model.model_path != running_emg.model.model_path:
                 prepared.emg_classifier = classifier
-                prepared.emg_swap = swappable(running_emg, classifier, new)
+                prepared.emg_swap = swappable(running_emg, classifier)
                 prepared.emg_changed = not prepared.emg_swap
                 log.info(
                     "the EMG model changes from %s to %s (%s)",
@@ -163,7 +160,7 @@ async def prepare(old: Config, new: Config, running_emg: EmgClassifier | None = 
                     classifier.model.model_path,
                     "swapped in between two chunks"
                     if prepared.emg_swap
-                    else "EMG restarts: it windows differently",
+                    else "EMG restarts: it reads another number of channels",
                 )
     if prepared.camera_changed and new.camera.source != "off":
         prepared.face_pipeline = await asyncio.to_thread(face_pipeline, new)

@@ -78,7 +78,8 @@ class Pipeline:
             await self.stop_emg()
             self.start_emg(prepared.emg_classifier)
         elif prepared.emg_swap and self.emg_stage is not None and prepared.emg_classifier is not None:
-            self.emg_stage.classifier = prepared.emg_classifier  # the next chunk uses it; source untouched
+            # The next chunk uses it; the source and its queue are untouched.
+            self.emg_stage.use(prepared.emg_classifier, new.emg.hop or prepared.emg_classifier.spec.hop)
         if prepared.camera_changed:
             await self.stop_camera()
             await self.start_camera(prepared.face_pipeline)
