@@ -94,7 +94,9 @@ class HomeAssistant:
         return self.config_dir / "home-assistant.log"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """home-assistant.log of this run and the one before (HA moves it to .log.1 when it restarts)."""
+        paths = [self.log_path.with_name(self.log_path.name + ".1"), self.log_path]
+        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
 
     def start(self, timeout: float = 240) -> HomeAssistant:
         self.config_dir.mkdir(parents=True, exist_ok=True)

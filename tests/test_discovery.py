@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from edge.config import Config
-from edge.publish.discovery import EMOTIONS, discovery_payload, entity_id
+from edge.publish import discovery
+from edge.publish.discovery import EMOTIONS, discovery_payload
 from edge.publish.topics import Topics
 
 
@@ -39,8 +40,8 @@ def test_device_name_has_a_clean_default_and_a_key() -> None:
 
 def test_entity_ids_are_fixed_and_do_not_follow_the_display_name() -> None:
     cmps = payload(device_name="Sofa sensor", **CAMERA)["cmps"]
-    ids = {entity_id(c["p"], "living_room_pi", key) for key, c in cmps.items() if "object_id" in c}
-    assert ids == {
+    entities = [c for c in cmps.values() if c["p"] != "device_automation"]
+    assert {f"{c['p']}.{c['object_id']}" for c in entities} == {
         "sensor.living_room_pi_emotion",
         "sensor.living_room_pi_emotion_confidence",
         "event.living_room_pi_emotion_episode",
@@ -50,9 +51,13 @@ def test_entity_ids_are_fixed_and_do_not_follow_the_display_name() -> None:
         "switch.living_room_pi_camera_paused",
         "switch.living_room_pi_privacy",
     }
-    for key, c in cmps.items():
-        if "object_id" in c:
-            assert entity_id(c["p"], "living_room_pi", key) == f"{c['p']}.{c['object_id']}"
+
+
+def test_entity_id_helper_matches_what_home_assistant_makes_of_object_id() -> None:
+    # HA slugifies object_id: lower case, '-' as '_'.
+    cmps = payload(device_id="Kitchen-Pi")["cmps"]
+    assert discovery.entity_id("sensor", "Kitchen-Pi", "confidence") == "sensor.kitchen_pi_emotion_confidence"
+    assert cmps["confidence"]["object_id"] == "Kitchen-Pi_emotion_confidence"
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])

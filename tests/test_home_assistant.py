@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from edge.publish.discovery import entity_id
 from tests.conftest import REPO, shared_file
 from tests.ha_harness import HomeAssistant, StateChanges, ha_venv
 from tests.harness import Daemon, Mosquitto, daemon_config, one_segment, replay_emg, wait_until
@@ -88,17 +87,21 @@ def config_for(env: Env, device_id: str, emg: str, camera: bool, tmp_path: Path)
 
 
 def ids(device_id: str, camera: bool) -> dict[str, str]:
-    """Component key -> the entity id HA must give it (documented in the README)."""
-    keys = {
-        "emotion": "sensor",
-        "confidence": "sensor",
-        "episode": "event",
-        "emg_available": "binary_sensor",
-        "emg_paused": "switch",
+    """Component key -> the entity id HA must give it: the ids the README documents, written out."""
+    found = {
+        "emotion": f"sensor.{device_id}_emotion",
+        "confidence": f"sensor.{device_id}_emotion_confidence",
+        "episode": f"event.{device_id}_emotion_episode",
+        "emg_available": f"binary_sensor.{device_id}_emg_available",
+        "emg_paused": f"switch.{device_id}_emg_paused",
     }
     if camera:
-        keys |= {"camera_available": "binary_sensor", "camera_paused": "switch", "privacy": "switch"}
-    return {key: entity_id(platform, device_id, key) for key, platform in keys.items()}
+        found |= {
+            "camera_available": f"binary_sensor.{device_id}_camera_available",
+            "camera_paused": f"switch.{device_id}_camera_paused",
+            "privacy": f"switch.{device_id}_privacy",
+        }
+    return found
 
 
 def device_of(ha: HomeAssistant, device_id: str) -> dict[str, Any]:
