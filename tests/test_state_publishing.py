@@ -110,3 +110,22 @@ def test_state_within_recorder_budget_while_one_emotion_holds(tmp_path: Path, ha
         daemon.kill()
         sub.close()
         broker.stop()
+
+
+def test_reload_resends_discovery_with_the_new_device_name(tmp_path: Path, happy_loop: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    discovery = "homeassistant/device/test_pi/config"
+    sub = Subscriber(broker.port, [discovery])
+    config = daemon_config(tmp_path, broker.port, emg=replay_emg(happy_loop, speed=1, loop=True))
+    daemon = Daemon(config, tmp_path)
+    try:
+        sub.wait_for(discovery, lambda m: len(m) >= 1)
+        assert json.loads(sub.on(discovery)[-1])["dev"]["name"] == "Test pi"
+        config.write_text('device_name = "Sofa"\n' + config.read_text())
+        daemon.signal(signal.SIGHUP)
+        sub.wait_for(discovery, lambda m: json.loads(m[-1])["dev"]["name"] == "Sofa", timeout=20)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        sub.close()
+        broker.stop()

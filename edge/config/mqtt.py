@@ -116,7 +116,8 @@ class MqttConfig(BaseModel):
         default=0.1,
         gt=0,
         le=1,
-        description="Change of confidence (0-1) that re-publishes the state while one emotion holds.",
+        description="Change of any probability (0-1; the confidence is one of them) that re-publishes the "
+        "state while one emotion holds.",
     )
     reconnect_min_s: float = Field(
         default=0.5, gt=0, description="First delay before reconnecting to the broker (doubles per failure)."

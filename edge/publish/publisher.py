@@ -111,6 +111,7 @@ class Publisher:
         await old.stop()
         self.config = config
         self.topics = _topics(config)
+        self._state_budget = StateBudget(config.mqtt.state_min_interval_s, config.mqtt.state_confidence_step)
         host = config.mqtt.host or old.host
         port = config.mqtt.port if config.mqtt.host else old.port
         await self.start(host, port)
@@ -256,6 +257,14 @@ class Publisher:
             await self.link.publish_retained(self.topics.switch_state(switch), _on_off(self.switches[switch]))
         if changed:
             await self.publish_availability()
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload that keeps the link: discovery is re-sent if it changed (name, modalities)."""
+        old, self.config = self.config, config
+        if config.mqtt.discovery and discovery_payload(self.topics, config) != discovery_payload(
+            self.topics, old
+        ):
+            self._republish_all()
 
     def _republish_all(self) -> None:
         """``_publish_all`` once, or once more after the one running: births do not pile up."""

@@ -201,7 +201,7 @@ class Service:
         if new.mqtt != old.mqtt or new.device_id != old.device_id:
             await self.publisher.reconnect(new)
         else:
-            self.publisher.config = new
+            self.publisher.reconfigure(new)
         log.info("configuration reloaded")
         self.notifier.ready()
         self.notifier.status(self._status_line())
