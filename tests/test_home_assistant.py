@@ -220,6 +220,11 @@ def test_entities_episodes_restart_and_example_automations(env: Env, tmp_path: P
 
         # The replay: the sensor follows the segments, and the event entity fires new, update and end.
         wait_until(lambda: "EMG input ended" in daemon.log, 90, interval=0.5, what="the end of the replay")
+        # No spurious flips from the restart (the previous run's "on" shown, then "off", then "on"): once
+        # on, a modality stays on until the recording ends. (The camera may show "off" until it opened.)
+        for key in ("emg_available", "camera_available"):
+            flips = [st["state"] for st in changes.of(entities[key], replay_started)]
+            assert "on" in flips and "on" not in flips[flips.index("on") + 1 :], (key, flips)
         emotions = [s["state"] for s in changes.of(entities["emotion"], replay_started)]
         seen = [e for i, e in enumerate(emotions) if e in SEGMENTS and e not in emotions[:i]]
         assert seen == SEGMENTS, emotions
