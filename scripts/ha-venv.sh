@@ -15,8 +15,8 @@ if [ -x "$HA_VENV/bin/hass" ] && [ -f "$HA_VENV/.complete" ]; then
 fi
 PY=${HA_PYTHON:-}
 if [ -z "$PY" ]; then
-  command -v pyenv >/dev/null || { echo "ha-venv: pyenv not found (set HA_PYTHON to a Python 3.13)" >&2; exit 69; }
-  PY="$(pyenv root)/versions/3.13.0/bin/python"
+  # pyenv may be installed without being on a non-interactive shell's PATH: its default root then.
+  PY="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions/3.13.0/bin/python"
 fi
 [ -x "$PY" ] || { echo "ha-venv: no Python 3.13 at $PY" >&2; exit 69; }
 

@@ -34,7 +34,8 @@ echo "== pip install -e .[train,test,demo]"
 # repository (~/.cache/emotion-edge/ha-<version>); the first run downloads it (a few minutes).
 if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
   echo "== Home Assistant venv"
-  bash scripts/ha-venv.sh
+  # A failure here must not stop the other tests: tests/test_home_assistant.py then fails (under CI=true).
+  bash scripts/ha-venv.sh || echo "== Home Assistant venv could not be created (see above)"
 fi
 
 echo "== ruff + mypy"

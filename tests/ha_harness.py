@@ -83,7 +83,6 @@ class HomeAssistant:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     token: str | None = None
-    starts: int = 0
 
     @property
     def url(self) -> str:
@@ -106,13 +105,12 @@ class HomeAssistant:
         automations = self.config_dir / "automations.yaml"
         if not automations.exists():
             automations.write_text("[]\n")
-        out = (self.config_dir / "hass-stdout.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(self.venv / "bin" / "hass"), "--config", str(self.config_dir), "--skip-pip"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        self.starts += 1
+        with (self.config_dir / "hass-stdout.log").open("ab") as out:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [str(self.venv / "bin" / "hass"), "--config", str(self.config_dir), "--skip-pip"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_until(self._running, timeout, interval=0.5, what="Home Assistant to start")
         return self
 
@@ -202,15 +200,6 @@ class HomeAssistant:
 
     def call(self, domain: str, service: str, **data: Any) -> None:
         self.request("POST", f"/api/services/{domain}/{service}", data)
-
-    def template(self, text: str) -> str:
-        req_body = {"template": text}
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
-        req = urllib.request.Request(
-            f"{self.url}/api/template", data=json.dumps(req_body).encode(), method="POST", headers=headers
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return str(resp.read().decode())
 
     def _ws_connect(self) -> ClientConnection:
         ws = connect(f"ws://127.0.0.1:{self.port}/api/websocket", open_timeout=30)
