@@ -10,6 +10,13 @@ fresh, and fed through a small state machine:
 * it ends (``end``) when another label has taken over, or after ``end_after_s`` without
   support. Below ``enter_threshold`` and outside an episode the state is ``uncertain``.
 
+The state (what the sensor shows) names an emotion only while its episode is open *and* its own
+fused probability is at least ``exit_threshold``; ``confidence`` is that probability. Otherwise
+the state is ``uncertain`` with confidence 0: it names no emotion, so it cannot be confident.
+A label therefore never sits under ``exit_threshold`` while stated, and the only lag between
+the probabilities and the label is the ``min_consecutive`` windows an episode needs to start.
+When every modality is gone (input ended, paused, closed) the probabilities are emptied too.
+
 Time is whatever clock the caller passes (seconds, monotonic): the sample clock in replay,
 so a replay decides identically at any speed.
 """
@@ -52,6 +59,8 @@ class EpisodeEvent:
     t: float
     started_t: float
     sample: int | None = None
+    # Why an episode ended when it is not the decision's own doing ("restart": the daemon died with it open).
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,13 +146,16 @@ class DecisionEngine:
         self._modalities.pop(modality, None)
 
     def close(self, t: float) -> list[EpisodeEvent]:
-        """End the open episode, e.g. on shutdown or when the input ended."""
+        """End the open episode, e.g. on shutdown or when the input ended.
+
+        The state becomes ``uncertain`` with no probabilities: what was estimated before no longer
+        describes anything, and a sensor must not keep showing it as attributes.
+        """
+        self._state = EmotionState(UNCERTAIN, 0.0, {}, [], t)
         if self._episode is None:
             return []
-        fused, used = self.fuse(t)
-        event = self._end(t, fused, None)
-        self._state = EmotionState(UNCERTAIN, 0.0, fused, used, t)
-        return [event]
+        fused, _ = self.fuse(t)
+        return [self._end(t, fused, None)]
 
     def fuse(self, t: float) -> tuple[dict[str, float], list[str]]:
         """Weighted late fusion of the fresh modalities on the union of their labels.
@@ -217,11 +229,17 @@ class DecisionEngine:
             self._episode = ep
             events.append(self._event("new", ep, conf, fused, used, t, sample))
 
-        if ep is not None:
-            self._state = EmotionState(ep.emotion, fused.get(ep.emotion, 0.0), fused, used, t)
-        else:
-            self._state = EmotionState(UNCERTAIN, conf, fused, used, t)
+        self._state = self._stated(ep, fused, used, t)
         return events
+
+    def _stated(
+        self, ep: _Episode | None, fused: dict[str, float], used: list[str], t: float
+    ) -> EmotionState:
+        """The episode's emotion while its own probability supports it, else ``uncertain`` at 0."""
+        support = fused.get(ep.emotion, 0.0) if ep is not None else 0.0
+        if ep is not None and support >= self.config.exit_threshold:
+            return EmotionState(ep.emotion, support, fused, used, t)
+        return EmotionState(UNCERTAIN, 0.0, fused, used, t)
 
     def _end(self, t: float, fused: dict[str, float], sample: int | None) -> EpisodeEvent:
         ep = self._episode

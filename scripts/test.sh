@@ -3,7 +3,7 @@
 #   bash scripts/test.sh [pytest args...]
 # As root it installs mosquitto and its clients (real broker for the MQTT and deploy tests),
 # systemd (systemd-analyze, systemd-tmpfiles), shellcheck and openssl from apt. It creates .venv
-# with the runtime, train, test and demo extras.
+# with the runtime, train, test and demo extras, and Home Assistant Core's venv (scripts/ha-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,14 @@ fi
 echo "== pip install -e .[train,test,demo]"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[train,test,demo]"
+
+# Home Assistant Core for tests/test_home_assistant.py: its own venv on Python 3.13, cached outside the
+# repository (~/.cache/emotion-edge/ha-<version>); the first run downloads it (a few minutes).
+if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
+  echo "== Home Assistant venv"
+  # A failure here must not stop the other tests: tests/test_home_assistant.py then fails (under CI=true).
+  bash scripts/ha-venv.sh || echo "== Home Assistant venv could not be created (see above)"
+fi
 
 echo "== ruff + mypy"
 .venv/bin/ruff check edge training tests bench

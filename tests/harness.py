@@ -291,3 +291,10 @@ def new_episode_emotions(events: list[dict[str, Any]]) -> list[str]:
         if e["type"] == "new":
             out.append(e["emotion"])
     return out
+
+
+def one_segment(recording: Path, label: str, dest: Path) -> Path:
+    """The recording's rows of one label alone (4 s at 1 kHz): replayed in a loop, one emotion holds."""
+    lines = recording.read_text().splitlines()
+    dest.write_text("\n".join([lines[0], *(row for row in lines[1:] if row.endswith(f",{label}"))]) + "\n")
+    return dest

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.config import Config
 from edge.publish.commands import CommandError, SwitchCommand, parse_command
 from edge.publish.discovery import discovery_payload
 from edge.publish.topics import Topics
@@ -61,7 +62,8 @@ def test_rejections_name_the_problem_without_echoing_a_long_payload() -> None:
 def test_home_assistant_switches_send_what_the_parser_takes() -> None:
     """Discovery tells Home Assistant which payloads to send; each must parse, and mean on/off."""
     topics = Topics(PREFIX, "test_pi", "homeassistant")
-    switches = [c for c in discovery_payload(topics)["cmps"].values() if c["p"] == "switch"]
+    config = Config.model_validate({"device_id": "test_pi", "camera": {"source": "images", "path": "/x"}})
+    switches = [c for c in discovery_payload(topics, config)["cmps"].values() if c["p"] == "switch"]
     assert len(switches) == 3
     for comp in switches:
         on = parse_command(topics.base, comp["command_topic"], comp["payload_on"].encode())

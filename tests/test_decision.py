@@ -179,3 +179,51 @@ def test_set_weights_applies_to_held_estimates() -> None:
     engine.set_weights({"emg": 0.0, "face": 1.0})  # a reload: EMG no longer counts, without a new reading
     fused, used = engine.fuse(0.0)
     assert used == ["face"] and fused["sad"] > 0.89
+
+
+# --- the state's meaning: what the sensor shows ------------------------------------------------------
+
+
+def test_stated_confidence_is_the_stated_emotions_own_probability() -> None:
+    eng = engine()
+    for i in range(4):
+        feed(eng, [0.8, 0.15, 0.05], i * 0.1)
+    assert eng.state.emotion == "happy" and eng.state.confidence == pytest.approx(eng.state.probs["happy"])
+
+
+def test_uncertain_is_never_confident() -> None:
+    eng = engine()
+    # Above enter_threshold but not yet min_consecutive windows: no episode, so uncertain, at 0.
+    feed(eng, [0.95, 0.05, 0.0], 0.0)
+    assert eng.state.emotion == UNCERTAIN and eng.state.confidence == 0.0
+    feed(eng, [0.4, 0.35, 0.25], 0.1)
+    assert eng.state.emotion == UNCERTAIN and eng.state.confidence == 0.0
+
+
+def test_label_never_stated_below_exit_threshold() -> None:
+    """An episode may linger (end_after_s) without support; the state does not keep naming it."""
+    eng = engine(enter_threshold=0.6, exit_threshold=0.45, end_after_s=5.0)
+    for i in range(3):
+        feed(eng, [0.9, 0.1, 0.0], i * 0.1)
+    for i in range(3, 20):
+        feed(eng, [0.2, 0.55, 0.25], i * 0.1)  # angry leads but never reaches enter_threshold
+        stated = eng.state
+        if stated.emotion != UNCERTAIN:
+            assert stated.probs[stated.emotion] >= 0.45
+    assert eng.episode_open  # the episode itself is still open (ends after end_after_s)
+    assert eng.state.emotion == UNCERTAIN and eng.state.confidence == 0.0
+
+
+def test_close_leaves_no_stale_probabilities() -> None:
+    eng = engine()
+    for i in range(4):
+        feed(eng, [0.1, 0.05, 0.85], i * 0.1)
+    eng.close(1.0)
+    assert (eng.state.emotion, eng.state.confidence, eng.state.probs, eng.state.modalities) == (
+        UNCERTAIN,
+        0.0,
+        {},
+        [],
+    )
+    eng.close(2.0)  # closing again (nothing open) keeps it empty
+    assert eng.state.probs == {}

@@ -26,6 +26,8 @@ import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; only safe_
 
 from edge.config import load_config
 from edge.config.root import Config
+from edge.publish.discovery import discovery_payload, entity_id
+from edge.publish.topics import Topics
 from tests.harness import mosquitto_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -526,7 +528,12 @@ def test_home_assistant_automations() -> None:
 
     (state_trigger,) = event_auto["triggers"]
     assert state_trigger["trigger"] == "state"
-    assert state_trigger["entity_id"] == f"event.{data['device_id']}_emotion_episode"
+    # The id the discovery payload fixes (object_id); tests/test_home_assistant.py shows HA uses it.
+    assert state_trigger["entity_id"] == entity_id("event", data["device_id"], "episode")
+    config = Config.model_validate({"device_id": data["device_id"]})
+    topics = Topics(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+    episode = discovery_payload(topics, config)["cmps"]["episode"]
+    assert state_trigger["entity_id"] == f"event.{episode['object_id']}"
 
 
 # --- mosquitto -----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from edge.config import Config, load_config
 from edge.publish.discovery import EVENT_TYPES, discovery_payload
 from edge.publish.mqtt_link import event_payload
 from edge.publish.topics import Topics
@@ -190,13 +191,17 @@ def validate_discovery(payload: dict[str, Any], device_id: str) -> None:
     unique_ids = []
     for key, comp in cmps.items():
         assert isinstance(comp, dict), key
-        assert comp.get("p", comp.get("platform")), f"component {key} has no platform"
-        assert isinstance(comp.get("unique_id"), str) and comp["unique_id"], f"component {key}: no unique_id"
-        unique_ids.append(comp["unique_id"])
+        platform = comp.get("p", comp.get("platform"))
+        assert platform, f"component {key} has no platform"
         # Every topic a component names lives under the device's base topic.
         for k, v in comp.items():
-            if k.endswith("_topic"):
+            if k.endswith("_topic") or k == "topic":
                 assert isinstance(v, str) and v.startswith(f"{b}/"), (key, k, v)
+        if platform == "device_automation":  # device triggers are not entities: no unique_id
+            assert comp["automation_type"] == "trigger" and comp["type"] and comp["subtype"], key
+            continue
+        assert isinstance(comp.get("unique_id"), str) and comp["unique_id"], f"component {key}: no unique_id"
+        unique_ids.append(comp["unique_id"])
     assert len(unique_ids) == len(set(unique_ids)), f"duplicate unique_id: {unique_ids}"
 
     sensors = _component(cmps, "sensor")
@@ -216,12 +221,14 @@ def validate_discovery(payload: dict[str, Any], device_id: str) -> None:
     assert "value_json.type" in event["value_template"]
     assert "event_type" in event["value_template"]
 
-    for modality in ("emg", "camera"):
+    # The daemons here replay EMG without a camera: only EMG's entities are declared.
+    assert not _component(cmps, "binary_sensor", state_topic=f"{b}/modality/camera/available")
+    for modality in ("emg",):
         found = _component(cmps, "binary_sensor", state_topic=f"{b}/modality/{modality}/available")
         assert len(found) == 1, f"no connectivity binary_sensor for {modality}"
         assert found[0][1]["device_class"] == "connectivity"
 
-    for switch in ("emg_paused", "camera_paused", "privacy"):
+    for switch in ("emg_paused",):
         found = _component(cmps, "switch", command_topic=f"{b}/set/{switch}")
         assert len(found) == 1, f"no switch for {switch}"
         assert found[0][1]["state_topic"] == f"{b}/switch/{switch}"
@@ -248,7 +255,9 @@ def test_discovery_payload_has_home_assistant_required_fields(tmp_path: Path, em
         payload = json.loads(sub.on(disc)[0])
         validate_discovery(payload, device_id)
         # The payload the daemon sent is exactly what the module builds (no drift in the service).
-        assert payload == discovery_payload(Topics(PREFIX, device_id, "homeassistant"))
+        assert payload == discovery_payload(
+            Topics(PREFIX, device_id, "homeassistant"), load_config(d.config, env={})
+        )
         # What the templates read is really in the payloads on those topics.
         sub.wait_for(f"{b}/event", lambda m: len(m) >= 1, timeout=10)
         ev = json.loads(sub.on(f"{b}/event")[0])
@@ -268,7 +277,7 @@ def test_discovery_templates_render_with_jinja2() -> None:
     """Renders the templates Home Assistant evaluates; needs jinja2 (HA's engine), skipped without it."""
     jinja2_sandbox = pytest.importorskip("jinja2.sandbox")
     env = jinja2_sandbox.ImmutableSandboxedEnvironment()
-    payload = discovery_payload(Topics(PREFIX, "tmpl", "homeassistant"))
+    payload = discovery_payload(Topics(PREFIX, "tmpl", "homeassistant"), Config(device_id="tmpl"))
     cmps = payload["cmps"]
     body = {
         "type": "new",

@@ -105,6 +105,20 @@ class MqttConfig(BaseModel):
     )
     discovery: bool = Field(default=True, description="Publish Home Assistant discovery messages.")
     stats_interval_s: float = Field(default=30.0, gt=0, description="Seconds between statistics messages.")
+    state_min_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="While one emotion holds, the retained state is re-published at most this often, and "
+        "only when a probability moved by state_confidence_step (Home Assistant stores every change). A "
+        "change of emotion is published at once.",
+    )
+    state_confidence_step: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Change of any probability (0-1; the confidence is one of them) that re-publishes the "
+        "state while one emotion holds.",
+    )
     reconnect_min_s: float = Field(
         default=0.5, gt=0, description="First delay before reconnecting to the broker (doubles per failure)."
     )

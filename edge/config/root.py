@@ -39,6 +39,13 @@ class Config(BaseModel):
         description="Name of this device: 1-64 letters, digits, '_' or '-'. It becomes an MQTT topic level "
         "and part of Home Assistant unique ids, where '/', '+', '#' and spaces would break.",
     )
+    device_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Name Home Assistant shows for the device. Unset: device_id in words (living_room_pi -> "
+        "'Living room pi'). Entity ids do not depend on it.",
+    )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker and topics.")
     emg: EmgConfig = Field(default_factory=EmgConfig, description="EMG input.")
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Classifier models.")
@@ -55,3 +62,9 @@ class Config(BaseModel):
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig, description="Guided personal calibration of the EMG model."
     )
+
+    @property
+    def display_name(self) -> str:
+        """``device_name``, or ``device_id`` in words: what Home Assistant shows for the device."""
+        words = " ".join(self.device_id.replace("_", " ").replace("-", " ").split())
+        return self.device_name or words.capitalize() or self.device_id

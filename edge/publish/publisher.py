@@ -25,20 +25,18 @@ from functools import partial
 from typing import Any
 
 from edge.config import Config
-from edge.decision import EpisodeEvent
+from edge.decision import EmotionState, EpisodeEvent
 from edge.logs import LogLimiter
 from edge.outbox import AsyncOutbox
 from edge.publish.commands import ActionCommand, CommandError, action_of, parse_action, parse_command
 from edge.publish.discovery import discovery_payload
 from edge.publish.mqtt_link import MqttLink, event_payload
+from edge.publish.state_budget import StateBudget
 from edge.publish.topics import Topics
 from edge.tasks import Supervisor, TaskSet
 
 log = logging.getLogger(__name__)
 
-# Retained state is refreshed at most this often unless the emotion changes: Home
-# Assistant records every state message, and 10 windows/s would flood its database.
-STATE_MIN_INTERVAL_S = 1.0
 # Command applications per second, at most; commands arriving faster are coalesced per switch.
 COMMANDS_PER_S = 5.0
 # Log lines about commands (applied, rejected): this many per interval, then one summary line.
@@ -79,8 +77,7 @@ class Publisher:
         self.topics = _topics(config)
         self.background = TaskSet()
         self.link: MqttLink | None = None
-        self._last_state_publish = 0.0
-        self._last_state_emotion: str | None = None
+        self._state_budget = StateBudget(config.mqtt.state_min_interval_s, config.mqtt.state_confidence_step)
         # Commands waiting to be applied: switch -> the latest value asked for.
         self._pending_commands: dict[str, bool] = {}
         self._applier: asyncio.Task[None] | None = None
@@ -115,6 +112,7 @@ class Publisher:
         await old.stop()
         self.config = config
         self.topics = _topics(config)
+        self._state_budget = StateBudget(config.mqtt.state_min_interval_s, config.mqtt.state_confidence_step)
         host = config.mqtt.host or old.host
         port = config.mqtt.port if config.mqtt.host else old.port
         await self.start(host, port)
@@ -153,6 +151,7 @@ class Publisher:
                 "device_id": self.config.device_id,
                 # With seq, what consumers deduplicate on: greatest (generation, seq) wins.
                 "generation": self.outbox.generation,
+                **({"reason": ev.reason} if ev.reason is not None else {}),
             }
             seq = await self.outbox.append(self.topics.event, partial(event_payload, body=body))
             if self.on_event is not None:
@@ -161,13 +160,10 @@ class Publisher:
         if self.link is not None:
             self.link.notify_new_events()
 
-    def maybe_publish_state(self, emotion: str, force: bool = False) -> None:
-        now = time.monotonic()
-        changed = emotion != self._last_state_emotion
-        if not (force or changed or now - self._last_state_publish >= STATE_MIN_INTERVAL_S):
+    def maybe_publish_state(self, state: EmotionState, force: bool = False) -> None:
+        """Publish the state if the recorder budget allows it (:mod:`edge.publish.state_budget`)."""
+        if not self._state_budget.due(state, time.monotonic(), force):
             return
-        self._last_state_publish = now
-        self._last_state_emotion = emotion
         if self.link is None or not self.link.connected:
             return  # retained state is re-sent on connect
         self.background.spawn(self.link.publish_retained(self.topics.state, json.dumps(self._state_body())))
@@ -194,14 +190,16 @@ class Publisher:
         """Everything retained that describes the device: sent on connect and when HA restarts."""
         link = self.link
         assert link is not None
-        await link.publish_retained(self.topics.availability, "online")
         if self.config.mqtt.discovery:
-            payload = json.dumps(discovery_payload(self.topics), separators=(",", ":"))
+            payload = json.dumps(discovery_payload(self.topics, self.config), separators=(",", ":"))
             await link.publish_retained(self.topics.discovery, payload)
         for name, on in self.switches.items():
             await link.publish_retained(self.topics.switch_state(name), _on_off(on))
         await self.publish_availability()
         await link.publish_retained(self.topics.state, json.dumps(self._state_body()))
+        # Last: until now subscribers see "offline", so the previous run's retained values (read before
+        # the refresh above) are never shown as current.
+        await link.publish_retained(self.topics.availability, "online")
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         assert self.link is not None
@@ -271,6 +269,14 @@ class Publisher:
             await self.link.publish_retained(self.topics.switch_state(switch), _on_off(self.switches[switch]))
         if changed:
             await self.publish_availability()
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload that keeps the link: discovery is re-sent if it changed (name, modalities)."""
+        old, self.config = self.config, config
+        if config.mqtt.discovery and discovery_payload(self.topics, config) != discovery_payload(
+            self.topics, old
+        ):
+            self._republish_all()
 
     def _republish_all(self) -> None:
         """``_publish_all`` once, or once more after the one running: births do not pile up."""

@@ -54,7 +54,7 @@ class Pipeline:
         self.supervisor = supervisor
         self._max_silence_s = max_silence_s
         self._emit = emit
-        self._on_decided = on_decided  # called after each step; True when it produced events
+        self._on_decided = on_decided  # called after each step; True when the state must be published now
         self._on_emg_ended = on_emg_ended
         self.decision = DecisionEngine(config.decision, weights=loading.modality_weights(config))
         self.emg_source: SerialEmgSource | ReplayEmgSource | None = None
@@ -139,7 +139,8 @@ class Pipeline:
         self.watchdog.pause("emg_source")
         self.watchdog.pause("emg_inference")
         self.emg_input_ended = True
-        await self.decide(lambda: self.decision.close(self.decision_time()))
+        # Forced: the state empties (no stale probabilities), which the recorder budget might hold back.
+        await self.decide(lambda: self.decision.close(self.decision_time()), force_state=True)
         if isinstance(source, ReplayEmgSource):
             st = source.stats
             wall = max(time.monotonic() - st.started_at, 1e-9)
@@ -246,7 +247,9 @@ class Pipeline:
         async with self._decision_lock:
             events = step()
             await self._emit(events)
-        self._on_decided(force_state or bool(events))
+        # Events alone do not force it: an episode's updates would exceed the recorder budget, and its
+        # start and end change the stated emotion, which the budget publishes at once anyway.
+        self._on_decided(force_state)
         return events
 
     async def drop_modality(self, sensor: str) -> None:
@@ -266,7 +269,7 @@ class Pipeline:
     async def close(self) -> None:
         await self.stop_camera()
         await self.stop_emg()
-        await self.decide(lambda: self.decision.close(self.decision_time()))
+        await self.decide(lambda: self.decision.close(self.decision_time()), force_state=True)
 
     def availability(self) -> dict[str, bool]:
         emg = (

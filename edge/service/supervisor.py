@@ -30,6 +30,7 @@ from edge.sdnotify import ProgressWatchdog, SystemdNotifier
 from edge.service import loading
 from edge.service.health import Health
 from edge.service.instance_lock import InstanceLock
+from edge.service.open_episode import OpenEpisode
 from edge.service.pipeline import Pipeline
 from edge.service.stats import collect_stats
 from edge.tasks import Supervisor
@@ -77,6 +78,7 @@ class Service:
         )
         self.broker: EmbeddedBroker | None = None
         self.outbox: AsyncOutbox | None = None
+        self.open_episode: OpenEpisode | None = None
         self.publisher: Publisher | None = None
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
@@ -150,6 +152,9 @@ class Service:
             self.supervisor,
             self.on_event,
         )
+        # An episode the previous run died with gets its end before anything new can start.
+        self.open_episode = OpenEpisode(self.outbox)
+        await self._emit(await self.open_episode.recover(time.monotonic()))
         await self.publisher.start(host, port)
         self.pipeline.start_emg()
         await self.pipeline.start_camera()
@@ -200,7 +205,7 @@ class Service:
         if new.mqtt != old.mqtt or new.device_id != old.device_id:
             await self.publisher.reconnect(new)
         else:
-            self.publisher.config = new
+            self.publisher.reconfigure(new)
         log.info("configuration reloaded")
         self.notifier.ready()
         self.notifier.status(self._status_line())
@@ -220,12 +225,14 @@ class Service:
     # --- between pipeline and publisher -------------------------------------------------
 
     async def _emit(self, events: list[EpisodeEvent]) -> None:
-        if self.publisher is not None:
+        if self.publisher is not None and self.open_episode is not None:
+            await self.open_episode.before_store(events)
             await self.publisher.emit(events)
+            await self.open_episode.after_store(events)
 
-    def _on_decided(self, produced_events: bool) -> None:
+    def _on_decided(self, forced: bool) -> None:
         if self.publisher is not None:
-            self.publisher.maybe_publish_state(self.pipeline.decision.state.emotion, force=produced_events)
+            self.publisher.maybe_publish_state(self.pipeline.decision.state, force=forced)
 
     def _on_emg_ended(self) -> None:
         if self.exit_when_input_ends:
