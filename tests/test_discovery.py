@@ -18,6 +18,14 @@ def payload(**config: Any) -> dict[str, Any]:
 
 
 CAMERA = {"camera": {"source": "images", "path": "/photos"}}
+CALIBRATION_NAMES = {
+    "Start calibration",
+    "Cancel calibration",
+    "Calibration prompt",
+    "Calibration progress",
+    "Last calibration accuracy",
+    "Last calibration",
+}
 
 
 def test_device_name_has_a_clean_default_and_a_key() -> None:
@@ -35,6 +43,7 @@ def test_device_name_has_a_clean_default_and_a_key() -> None:
         "Pause EMG",
         "Pause camera",
         "Privacy mode",
+        *CALIBRATION_NAMES,
     }
 
 
@@ -50,6 +59,12 @@ def test_entity_ids_are_fixed_and_do_not_follow_the_display_name() -> None:
         "switch.living_room_pi_emg_paused",
         "switch.living_room_pi_camera_paused",
         "switch.living_room_pi_privacy",
+        "button.living_room_pi_calibration_start",
+        "button.living_room_pi_calibration_cancel",
+        "sensor.living_room_pi_calibration_prompt",
+        "sensor.living_room_pi_calibration_progress",
+        "sensor.living_room_pi_calibration_accuracy",
+        "sensor.living_room_pi_calibration_date",
     }
 
 
@@ -76,6 +91,9 @@ def test_entities_only_for_configured_modalities() -> None:
     camera_only = payload(emg={"source": "off"}, **CAMERA)["cmps"]
     assert {"camera_available", "camera_paused", "privacy"} <= camera_only.keys()
     assert not {"emg_available", "emg_paused"} & camera_only.keys()
+    # Calibration trains the EMG model: without EMG it has nothing to offer.
+    assert {c["name"] for c in emg_only.values() if "name" in c} >= CALIBRATION_NAMES
+    assert not {c.get("name") for c in camera_only.values()} & CALIBRATION_NAMES
 
 
 def test_confidence_sensor_has_an_icon() -> None:

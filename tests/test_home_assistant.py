@@ -94,6 +94,13 @@ def ids(device_id: str, camera: bool) -> dict[str, str]:
         "episode": f"event.{device_id}_emotion_episode",
         "emg_available": f"binary_sensor.{device_id}_emg_available",
         "emg_paused": f"switch.{device_id}_emg_paused",
+        # Calibration trains the EMG model, so it comes with EMG.
+        "calibration_start": f"button.{device_id}_calibration_start",
+        "calibration_cancel": f"button.{device_id}_calibration_cancel",
+        "calibration_prompt": f"sensor.{device_id}_calibration_prompt",
+        "calibration_progress": f"sensor.{device_id}_calibration_progress",
+        "calibration_accuracy": f"sensor.{device_id}_calibration_accuracy",
+        "calibration_date": f"sensor.{device_id}_calibration_date",
     }
     if camera:
         found |= {
@@ -180,6 +187,12 @@ def test_entities_episodes_restart_and_example_automations(env: Env, tmp_path: P
             "emg_paused": "Living room pi Pause EMG",
             "camera_paused": "Living room pi Pause camera",
             "privacy": "Living room pi Privacy mode",
+            "calibration_start": "Living room pi Start calibration",
+            "calibration_cancel": "Living room pi Cancel calibration",
+            "calibration_prompt": "Living room pi Calibration prompt",
+            "calibration_progress": "Living room pi Calibration progress",
+            "calibration_accuracy": "Living room pi Last calibration accuracy",
+            "calibration_date": "Living room pi Last calibration",
         }
         assert states[entities["confidence"]]["attributes"]["icon"] == "mdi:gauge"
         # The device page: one device, named cleanly, with exactly these entities.
