@@ -13,6 +13,7 @@ from edge.config.face import FaceConfig
 from edge.config.models import ModelsConfig
 from edge.config.mqtt import MqttConfig
 from edge.config.outbox import OutboxConfig
+from edge.config.web import WebConfig
 
 
 class LoggingConfig(BaseModel):
@@ -51,3 +52,4 @@ class Config(BaseModel):
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera input.")
     face: FaceConfig = Field(default_factory=FaceConfig, description="Face detection in camera frames.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    web: WebConfig = Field(default_factory=WebConfig, description="The live page (off by default).")

@@ -64,6 +64,8 @@ class EmgStage:
         self.on_reading = on_reading
         self.beat = beat
         self.paused = False
+        # Sees every sample that is classified (the live page's traces); never sees paused samples.
+        self.tap: Callable[[SampleChunk], None] | None = None
         self.stats = EmgStageStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emg-inference")
         self._next_sample: int | None = None
@@ -88,6 +90,8 @@ class EmgStage:
             self._next_sample = None
             return
         self.stats.samples += n
+        if self.tap is not None:
+            self.tap(chunk)
         gap = chunk.discontinuity or self._next_sample != chunk.first_sample
         if self._anchored:
             drift = chunk.received_at - self._time_of(chunk.first_sample + n)

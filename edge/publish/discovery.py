@@ -7,9 +7,11 @@ switches for pausing each modality and for privacy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from edge import __version__
+from edge.publish.commands import SWITCHES
 from edge.publish.topics import MODALITIES, Topics
 
 ORIGIN = {"name": "emotion-edge", "sw": __version__, "url": "https://github.com/emotion-edge/emotion-edge"}
@@ -20,10 +22,13 @@ SWITCH_NAMES = {
     "emg_paused": ("Pause EMG", "mdi:pause-circle"),
     "camera_paused": ("Pause camera", "mdi:camera-off"),
     "privacy": ("Privacy mode", "mdi:eye-off"),
+    "live_view": ("Live page video", "mdi:monitor-eye"),  # declared only when the daemon has it
 }
 
 
-def discovery_payload(topics: Topics, device_name: str | None = None) -> dict[str, Any]:
+def discovery_payload(
+    topics: Topics, device_name: str | None = None, switches: Iterable[str] = SWITCHES
+) -> dict[str, Any]:
     uid = f"emotion_edge_{topics.device_id}"
     components: dict[str, dict[str, Any]] = {
         "emotion": {
@@ -70,7 +75,8 @@ def discovery_payload(topics: Topics, device_name: str | None = None) -> dict[st
             "payload_on": "ON",
             "payload_off": "OFF",
         }
-    for switch, (name, icon) in SWITCH_NAMES.items():
+    for switch in switches:
+        name, icon = SWITCH_NAMES[switch]
         components[switch] = {
             "p": "switch",
             "name": name,

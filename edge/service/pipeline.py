@@ -65,6 +65,7 @@ class Pipeline:
         self.camera_stage: CameraStage | None = None
         self.camera_slot: LatestSlot[Frame] | None = None
         self.faces: list[dict[str, object]] = []
+        self.emg_tap: Callable[[SampleChunk], None] | None = None  # the live page's EMG traces
         self._last_reading_t = 0.0
         self._decision_lock = asyncio.Lock()
 
@@ -101,6 +102,7 @@ class Pipeline:
             anchor_to_monotonic=cfg.emg.source == "serial" or cfg.emg.replay.speed == 1.0,
         )
         self.emg_stage.paused = self.switches["emg_paused"]
+        self.emg_stage.tap = self.emg_tap
         stage, queue = self.emg_stage, self.emg_queue
         # A source's run() returns when a replay ends; the stage never returns on its own.
         self.supervisor.start("emg-source", self._run_emg_source, group="emg", finishes=True)
@@ -192,6 +194,8 @@ class Pipeline:
             (self.watchdog.pause if off else self.watchdog.resume)("camera")
         if off:
             self.faces = []
+            if self.camera_stage is not None:
+                self.camera_stage.last_frame = None  # the page must not show the last picture either
 
     async def stop_camera(self) -> None:
         if self.camera is not None:

@@ -67,4 +67,6 @@ async def collect_stats(service: Service) -> dict[str, Any]:
         camera["slot"] = asdict(pipeline.camera_slot.stats)
     if camera:
         out["camera"] = camera
+    if service.web is not None:
+        out["web"] = service.web.stats()
     return out

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.broker import EmbeddedBroker
@@ -22,6 +22,7 @@ from edge.config import Config, ConfigError, load_config
 from edge.decision import EpisodeEvent
 from edge.model_card import CardError
 from edge.outbox import AsyncOutbox
+from edge.publish.commands import LIVE_VIEW
 from edge.publish.mqtt_link import MqttLink
 from edge.publish.publisher import EventSink, Publisher
 from edge.publish.topics import Topics
@@ -32,10 +33,12 @@ from edge.service.instance_lock import InstanceLock
 from edge.service.pipeline import Pipeline
 from edge.service.stats import collect_stats
 from edge.tasks import Supervisor
+from edge.web import start_web
 
 if TYPE_CHECKING:
     from edge.sources.replay_emg import ReplayEmgSource
     from edge.sources.serial_emg import SerialEmgSource
+    from edge.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ class Service:
         self.health = Health(self.notifier, self.watchdog)
         self.supervisor = Supervisor(self._fatal)
         self.switches = {"emg_paused": False, "camera_paused": False, "privacy": False}
+        if config.web.enabled:
+            self.switches[LIVE_VIEW] = True  # the page's video; off from Home Assistant hides it
+        self.web: WebServer | None = None
         self.pipeline = Pipeline(
             config,
             self.switches,
@@ -146,9 +152,12 @@ class Service:
             self.pipeline.availability,
             self._on_switch,
             self.supervisor,
-            self.on_event,
+            self._on_event,
         )
         await self.publisher.start(host, port)
+        if cfg.web.enabled:
+            self.web = await start_web(self)
+            self.pipeline.emg_tap = self.web.feed.traces.push
         self.pipeline.start_emg()
         await self.pipeline.start_camera()
         for name, loop in (
@@ -190,6 +199,8 @@ class Service:
             self.notifier.ready()
             return
         old, self.config = self.config, new
+        if new.web != old.web:
+            log.warning("[web] changes take effect at the next restart; the page keeps its settings")
         logging.getLogger().setLevel(new.logging.level)
         await self.pipeline.reconfigure(new, prepared)
         assert self.publisher is not None
@@ -202,6 +213,8 @@ class Service:
         self.notifier.status(self._status_line())
 
     async def _shutdown(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
         await self.pipeline.close()
         await self.supervisor.stop_group("core")  # the loops; the link stops its drain itself
         if self.publisher is not None:
@@ -221,6 +234,12 @@ class Service:
     def _on_decided(self, produced_events: bool) -> None:
         if self.publisher is not None:
             self.publisher.maybe_publish_state(self.pipeline.decision.state.emotion, force=produced_events)
+
+    def _on_event(self, event: EpisodeEvent, body: dict[str, Any]) -> None:
+        if self.web is not None:
+            self.web.feed.on_event(body)
+        if self.on_event is not None:
+            self.on_event(event, body)
 
     def _on_emg_ended(self) -> None:
         if self.exit_when_input_ends:
