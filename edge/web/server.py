@@ -8,7 +8,7 @@ import logging
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from edge.web.auth import Auth
 from edge.web.live import LiveFeed, Viewer
@@ -28,6 +28,8 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+# Open pages are told to go (close 1001) first; a request still running after this is cut off.
+SHUTDOWN_TIMEOUT_S = 2.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -52,6 +54,7 @@ class WebServer:
         self.commands = 0
         self._runner: web.AppRunner | None = None
         self._senders: set[asyncio.Task[None]] = set()
+        self._sockets: set[web.WebSocketResponse] = set()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth.middleware], client_max_size=4096)
@@ -66,7 +69,9 @@ class WebServer:
 
     async def start(self) -> None:
         # No access log: a line per request would flood the journal, and URLs may carry tokens.
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
         await site.start()
@@ -80,8 +85,8 @@ class WebServer:
 
     async def stop(self) -> None:
         await self.service.supervisor.stop_group("web")
-        for task in list(self._senders):
-            task.cancel()
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"daemon stopping")
         if self._runner is not None:
             await self._runner.cleanup()  # closes open WebSockets
             self._runner = None
@@ -131,6 +136,7 @@ class WebServer:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1024)
         await ws.prepare(request)
         viewer = self.feed.join()
+        self._sockets.add(ws)
         sender = asyncio.create_task(self._send(ws, viewer), name="web-viewer")
         self._senders.add(sender)
         try:
@@ -142,6 +148,7 @@ class WebServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
             self._senders.discard(sender)
+            self._sockets.discard(ws)
             self.feed.leave(viewer)
         return ws
 

@@ -84,7 +84,7 @@ function showEvents(events) {
   list.replaceChildren();
   if (!events.length) list.append(el("li", { class: "muted" }, "none yet"));
   for (const e of [...events].reverse()) {
-    const li = el("li", { class: `event ${e.type}` });
+    const li = el("li", { class: `event ${e.type}`, "data-seq": String(e.seq) });
     const name = el("b", {}, e.emotion);
     name.style.color = COLORS[e.emotion] || "inherit";
     li.append(el("span", { class: "muted" }, clock(e.ts)), el("span", {}, e.type), name, el("span", { class: "muted" }, pct(e.confidence)));
