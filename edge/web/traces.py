@@ -15,6 +15,8 @@ TRACE_SECONDS = 4.0
 TRACE_POINTS = 200  # min/max pairs per channel: about one per pixel column of the page's plot
 # Without new samples for this long the traces are marked stale (EMG paused, cable out, replay ended).
 STALE_S = 1.0
+# Quality needs seconds of signal and changes slowly: recomputed this often, not on every snapshot.
+QUALITY_EVERY_S = 1.0
 
 
 class EmgTraces:
@@ -26,11 +28,14 @@ class EmgTraces:
         self._buf: NDArray[np.float64] | None = None
         self._filled = 0
         self._last_at = 0.0
+        self._quality: list[dict[str, object]] = []
+        self._quality_at = -float("inf")
         # Off while nobody watches: push() is then a single test on the sample path.
         self.active = False
 
     def clear(self) -> None:
         self._filled = 0
+        self._quality_at = -float("inf")
 
     def push(self, chunk: SampleChunk) -> None:
         if not self.active:
@@ -53,14 +58,18 @@ class EmgTraces:
             return None
         data = self._buf[: self._filled]
         lo, hi = envelope(data, TRACE_POINTS)
-        quality = channel_quality(data, self.rate_hz, self.value_min, self.value_max)
+        now = time.monotonic()
+        if now - self._quality_at >= QUALITY_EVERY_S or len(self._quality) != data.shape[1]:
+            self._quality_at = now
+            quality = channel_quality(data, self.rate_hz, self.value_min, self.value_max)
+            self._quality = [q.as_dict() for q in quality]
         return {
             "seconds": round(self._filled / self.rate_hz, 2),
             "span": TRACE_SECONDS,
             "range": [self.value_min, self.value_max],
-            "stale": time.monotonic() - self._last_at > STALE_S,
+            "stale": now - self._last_at > STALE_S,
             "channels": [
-                {"min": lo[:, ch].round(1).tolist(), "max": hi[:, ch].round(1).tolist(), **q.as_dict()}
-                for ch, q in enumerate(quality)
+                {"min": lo[:, ch].round(1).tolist(), "max": hi[:, ch].round(1).tolist(), **q}
+                for ch, q in enumerate(self._quality)
             ],
         }

@@ -22,6 +22,8 @@ const VIDEO = {
   none: ["", "no camera", "No camera configured."],
 };
 
+const EVENT_NAMES = { new: "started", update: "update", end: "ended" };
+
 const $ = (id) => document.getElementById(id);
 let frameHeader = null;
 let lastState = null;
@@ -87,7 +89,7 @@ function showEvents(events) {
     const li = el("li", { class: `event ${e.type}`, "data-seq": String(e.seq) });
     const name = el("b", {}, e.emotion);
     name.style.color = COLORS[e.emotion] || "inherit";
-    li.append(el("span", { class: "muted" }, clock(e.ts)), el("span", {}, e.type), name, el("span", { class: "muted" }, pct(e.confidence)));
+    li.append(el("span", { class: "muted" }, clock(e.ts)), el("span", {}, EVENT_NAMES[e.type] || e.type), name, el("span", { class: "muted" }, pct(e.confidence)));
     list.append(li);
   }
 }
@@ -175,6 +177,7 @@ async function drawFrame(blob) {
 
 function showTraces(msg) {
   const box = $("traces");
+  if (box.dataset.empty !== "no") { box.replaceChildren(); box.dataset.empty = "no"; }
   msg.channels.forEach((ch, i) => {
     let row = box.children[i];
     if (!row) {
