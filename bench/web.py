@@ -2,13 +2,14 @@
 
     python -m bench.web [--seconds 20] [--repeats 3]
 
-Three conditions, run in turn (A B C A B C ...) so drift on this machine hits all of them alike:
+Three conditions, run side by side (three daemons at once, sampled over the same seconds) so drift on
+this machine hits all of them alike, --repeats times:
   A. [web] disabled;  B. [web] enabled, no page open;  C. [web] enabled, one viewer on the WebSocket.
 Each run is the real daemon replaying the EMG recording at real time (1 kHz x 3 channels, looped) with
 the camera on a folder of face photos framed at 640x480 (bench.face_frame), at 10 fps. The viewer is an
 aiohttp WebSocket client in this process that reads every message, as the page does (the browser's own
 CPU is not the daemon's).
-The daemon's CPU (user + system, from /proc) is sampled once a second: per run the median and p99 of
+Each daemon's CPU (user + system, from /proc) is sampled once a second: per run the median and p99 of
 those 1-second shares and the CPU seconds over the run; across runs the median. Extra = B - A, C - A.
 """
 
@@ -66,66 +67,89 @@ class Viewer(threading.Thread):
                 self.messages += 1
 
 
-def run_once(tmp: Path, condition: int, seconds: float, warmup: float) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix=f"web{condition}-", dir=tmp))
-    photos = work / "photos"
-    photos.mkdir()
-    # A camera's frames: the face photos framed at 640x480, as bench.daemon's video does.
-    import cv2
+class Running:
+    """One daemon of a condition, with its broker and (condition C) its viewer."""
 
-    from bench.face_frame import build_frames
+    def __init__(self, tmp: Path, condition: int) -> None:
+        self.condition = condition
+        work = Path(tempfile.mkdtemp(prefix=f"web{condition}-", dir=tmp))
+        photos = work / "photos"
+        photos.mkdir()
+        # A camera's frames: the face photos framed at 640x480, as bench.daemon's video does.
+        import cv2
 
-    images, names = build_frames(SHARED / "faces")
-    for frame, name in zip(images, names, strict=True):
-        cv2.imwrite(str(photos / f"{Path(name).stem}.png"), frame)
-    yunet = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
-    port = free_port()
-    sections = (
-        replay_emg(SHARED / "emg" / "emg_train.csv", speed=1, loop=True)
-        + f'\n[camera]\nsource = "images"\npath = "{photos}"\nfps = 10\nloop = true\n'
-        + f'\n[face]\ndetector_model = "{yunet}"\n'
-        + (f"\n[web]\nenabled = true\nport = {port}\n" if condition > 0 else "")
-    )
-    broker = Mosquitto(work / "broker").start()
-    daemon = Daemon(daemon_config(work, broker.port, emg=sections, stats_interval_s=5), work)
-    viewer: Viewer | None = None
-    try:
+        from bench.face_frame import build_frames
+
+        images, names = build_frames(SHARED / "faces")
+        for frame, name in zip(images, names, strict=True):
+            cv2.imwrite(str(photos / f"{Path(name).stem}.png"), frame)
+        yunet = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+        self.port = free_port()
+        sections = (
+            replay_emg(SHARED / "emg" / "emg_train.csv", speed=1, loop=True)
+            + f'\n[camera]\nsource = "images"\npath = "{photos}"\nfps = 10\nloop = true\n'
+            + f'\n[face]\ndetector_model = "{yunet}"\n'
+            + (f"\n[web]\nenabled = true\nport = {self.port}\n" if condition > 0 else "")
+        )
+        self.broker = Mosquitto(work / "broker").start()
+        self.daemon = Daemon(daemon_config(work, self.broker.port, emg=sections, stats_interval_s=5), work)
+        self.viewer: Viewer | None = None
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 60
-        while "running as" not in daemon.log:
-            assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.log[-2000:]
+        while "running as" not in self.daemon.log:
+            assert self.daemon.proc.poll() is None and time.monotonic() < deadline, self.daemon.log[-2000:]
             time.sleep(0.1)
-        if condition == 2:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
-            viewer = Viewer(f"ws://127.0.0.1:{port}/ws")
-            viewer.start()
+        if self.condition == 2:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5).read()
+            self.viewer = Viewer(f"ws://127.0.0.1:{self.port}/ws")
+            self.viewer.start()
+
+    def stop(self) -> None:
+        if self.viewer is not None:
+            self.viewer.stop_event.set()
+            self.viewer.join(5)
+        self.daemon.stop()
+        self.broker.stop()
+
+
+def run_together(tmp: Path, seconds: float, warmup: float) -> list[dict[str, Any]]:
+    """The three conditions side by side, sampled over the same seconds: the machine's drift (other
+    processes, thermal state) hits all three alike."""
+    running = [Running(tmp, condition) for condition in range(3)]
+    try:
+        for r in running:
+            r.wait_ready()
         time.sleep(warmup)
-        frames0 = viewer.frames if viewer else 0
-        pid = daemon.proc.pid
-        shares = []
-        cpu_start, t_start = proc_cpu_s(pid), time.monotonic()
-        cpu_prev, t_prev = cpu_start, t_start
+        pids = [r.daemon.proc.pid for r in running]
+        frames0 = [r.viewer.frames if r.viewer else 0 for r in running]
+        start = [proc_cpu_s(pid) for pid in pids]
+        t_start = time.monotonic()
+        prev, t_prev = list(start), t_start
+        shares: list[list[float]] = [[] for _ in running]
         while time.monotonic() - t_start < seconds:
             time.sleep(1.0)
-            cpu, t = proc_cpu_s(pid), time.monotonic()
-            shares.append(100 * (cpu - cpu_prev) / (t - t_prev))
-            cpu_prev, t_prev = cpu, t
+            now, t = [proc_cpu_s(pid) for pid in pids], time.monotonic()
+            for i in range(len(running)):
+                shares[i].append(100 * (now[i] - prev[i]) / (t - t_prev))
+            prev, t_prev = now, t
         wall = t_prev - t_start
-        frames = (viewer.frames - frames0) if viewer else 0
+        frames = [(r.viewer.frames - f0) if r.viewer else 0 for r, f0 in zip(running, frames0, strict=True)]
     finally:
-        if viewer is not None:
-            viewer.stop_event.set()
-            viewer.join(5)
-        daemon.stop()
-        broker.stop()
-    return {
-        "condition": condition,
-        "cpu_percent": 100 * (cpu_prev - cpu_start) / wall,
-        "cpu_seconds": cpu_prev - cpu_start,
-        "wall_seconds": wall,
-        "median_1s": float(np.median(shares)),
-        "p99_1s": float(np.percentile(shares, 99)),
-        "viewer_fps": frames / wall,
-    }
+        for r in running:
+            r.stop()
+    return [
+        {
+            "condition": i,
+            "cpu_percent": 100 * (prev[i] - start[i]) / wall,
+            "cpu_seconds": prev[i] - start[i],
+            "wall_seconds": wall,
+            "median_1s": float(np.median(shares[i])),
+            "p99_1s": float(np.percentile(shares[i], 99)),
+            "viewer_fps": frames[i] / wall,
+        }
+        for i in range(len(running))
+    ]
 
 
 def main() -> None:
@@ -139,10 +163,9 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         for r in range(args.repeats):
-            for condition in range(3):
-                result = run_once(Path(tmp), condition, args.seconds, args.warmup)
-                runs.append(result)
-                res = result
+            for res in run_together(Path(tmp), args.seconds, args.warmup):
+                runs.append(res)
+                condition = res["condition"]
                 print(
                     f"run {r + 1} {CONDITIONS[condition]:28s} cpu {res['cpu_percent']:6.2f}% of one core "
                     f"({res['cpu_seconds']:.2f} s in {res['wall_seconds']:.1f} s), 1-s median "
