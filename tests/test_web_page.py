@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -108,12 +109,15 @@ def frames_drawn(driver: WebDriver) -> int:
 
 
 def page_events(driver: WebDriver) -> int:
-    return len(driver.find_elements(By.CSS_SELECTOR, "#events li.event"))
+    return int(driver.execute_script('return document.querySelectorAll("#events li.event").length'))
 
 
 def newest_on_page(driver: WebDriver) -> int:
-    items = driver.find_elements(By.CSS_SELECTOR, "#events li.event")
-    return int(items[0].get_attribute("data-seq") or -1) if items else -1
+    # One script call: the list is rebuilt when events arrive, so an element found first may be gone.
+    seq = driver.execute_script(
+        'const li = document.querySelector("#events li.event"); return li ? li.dataset.seq : null'
+    )
+    return int(seq) if seq is not None else -1
 
 
 def newest_on_mqtt(sub: Subscriber) -> int:
@@ -122,6 +126,8 @@ def newest_on_mqtt(sub: Subscriber) -> int:
 
 def test_live_page_follows_the_daemon_and_its_switches(tmp_path: Path, emg_csv: Path) -> None:
     photos = photo_folder(tmp_path / "photos", *PHOTOS)
+    for n in range(3):  # faces most of the time, so the screenshot likely shows a box
+        shutil.copy(photos / PHOTOS[0], photos / f"astronaut{n}.png")
     port = free_port()
     sections = replay_emg(emg_csv, speed=2, loop=True) + camera_toml(photos) + web_toml(port)
     with live_daemon(tmp_path, sections, port) as (sub, daemon, url), chromium() as driver:
@@ -144,8 +150,18 @@ def test_live_page_follows_the_daemon_and_its_switches(tmp_path: Path, emg_csv: 
         )
         badges = [attr(driver, f"#badge-{i}", "data-badge") for i in range(3)]
         assert all(b in ("ok", "flat", "saturated", "clipping", "mains") for b in badges), badges
+        # The screenshot to look at: one showing a face box (the folder also holds a photo without one).
         ARTIFACTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(ARTIFACTS / "live-page.png"))
+
+        def shown() -> tuple[str, int]:
+            return attr(driver, "#frame", "data-faces"), frames_drawn(driver)
+
+        for _ in range(50):
+            on_screen = shown()
+            driver.save_screenshot(str(ARTIFACTS / "live-page.png"))
+            if on_screen[0] not in ("", "0") and on_screen == shown():
+                break  # no other frame was drawn meanwhile: the picture has a box
+            time.sleep(0.05)
 
         # Privacy from the page: the camera stops, the retained MQTT switch says so, the page too.
         driver.find_element(By.CSS_SELECTOR, 'button[data-switch="privacy"]').click()

@@ -50,6 +50,12 @@ class WebConfig(BaseModel):
         default=5.0, gt=0, le=5.0, description="Camera frames per second sent to the page (at most 5)."
     )
 
+    @property
+    def url(self) -> str:
+        """Where the page is, as a browser on the device would open it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:

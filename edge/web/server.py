@@ -77,11 +77,7 @@ class WebServer:
         await site.start()
         self.service.supervisor.start("web-live", self.feed.run, group="web")
         auth = "password" if self.config.password is not None else "no password, loopback only"
-        log.info("live page on http://%s:%d/ (%s)", self._display_host(), self.config.port, auth)
-
-    def _display_host(self) -> str:
-        host = self.config.host
-        return f"[{host}]" if ":" in host else host
+        log.info("live page on %s (%s)", self.config.url, auth)
 
     async def stop(self) -> None:
         await self.service.supervisor.stop_group("web")
