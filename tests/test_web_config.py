@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,10 @@ def test_password_problems_name_their_key(tmp_path: Path) -> None:
 def test_a_password_in_the_file_never_shows_in_errors(tmp_path: Path) -> None:
     found = errors(write(tmp_path, '[web]\npassword = "pa55word"\nport = "pa55word"\n'))
     assert all("pa55word" not in message for _, message in found)
+
+
+def test_enabled_without_aiohttp_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if the 'web' extra were not installed
+    (found,) = errors(write(tmp_path, "[web]\nenabled = true\n"))
+    assert found == ("web.enabled", "the live page needs aiohttp: pip install 'emotion-edge[web]'")
+    assert load_config(write(tmp_path, "[web]\nenabled = false\n"), env={}).web.enabled is False

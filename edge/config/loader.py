@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 from edge.config import nesting
 from edge.config.files import FileProblem, check_readable_file, read_secret
 from edge.config.root import Config
-from edge.config.web import WEB_CREDENTIAL_NAME, is_loopback
+from edge.config.web import NEEDS_AIOHTTP, WEB_CREDENTIAL_NAME, aiohttp_missing, is_loopback
 from edge.model_card import card_path_for
 
 ENV_PREFIX = "EMOTION_EDGE__"
@@ -229,6 +229,8 @@ def _with_web_password(config: Config, env: Mapping[str, str]) -> Config:
                 )
             ]
         )
+    if web.enabled and aiohttp_missing():
+        raise ConfigError([("web.enabled", NEEDS_AIOHTTP)])  # check-config says so, not only run
     return config.model_copy(update={"web": web})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from pathlib import Path
 from typing import Self
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from edge.config.checks import cross_field
 from edge.config.mqtt import check_host
 
+NEEDS_AIOHTTP = "the live page needs aiohttp: pip install 'emotion-edge[web]'"
 # The systemd credential (LoadCredential=web_password:...) read when neither password key is set.
 WEB_CREDENTIAL_NAME = "web_password"
 
@@ -23,6 +25,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.split("%")[0]).is_loopback
     except ValueError:
         return False  # a host name: it resolves to who knows what
+
+
+def aiohttp_missing() -> bool:
+    return importlib.util.find_spec("aiohttp") is None
 
 
 class WebConfig(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edge.config import ConfigError
+from edge.config.web import NEEDS_AIOHTTP
 
 if TYPE_CHECKING:
     from edge.service.supervisor import Service
@@ -18,9 +19,7 @@ async def start_web(service: Service) -> WebServer:
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("aiohttp"):
             raise
-        raise ConfigError(
-            [("web.enabled", "the live page needs aiohttp: pip install 'emotion-edge[web]'")]
-        ) from None
+        raise ConfigError([("web.enabled", NEEDS_AIOHTTP)]) from None
     server = WebServer(service)
     await server.start()
     return server
