@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge.publish.commands import LIVE_VIEW
+from edge.service.stats import collect_stats
 from edge.web.frames import encode_jpeg
 from edge.web.traces import EmgTraces
 
@@ -133,8 +134,6 @@ class LiveFeed:
             await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - started)))
 
     async def _tick(self, now: float) -> None:
-        from edge.service.stats import collect_stats
-
         if now - self._stats_at >= STATS_EVERY_S:
             self._stats_at = now
             self._stats = await collect_stats(self.service)
