@@ -225,6 +225,8 @@ def test_no_frame_is_encoded_without_a_viewer(tmp_path: Path) -> None:
     sections = '[emg]\nsource = "off"\n' + camera_toml(photos) + web_toml(port)
     with live_daemon(tmp_path, sections, port) as (sub, daemon, url):
         wait_until(lambda: captured(sub) >= 10, 30, what="frames being captured")
+        with urllib.request.urlopen(url, timeout=5) as page:
+            assert page.status == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
         status, body = request(url + "api/state")
         assert status == 200 and json.loads(body)["faces"], body
         time.sleep(1.0)
@@ -338,3 +340,17 @@ def test_off_loopback_without_credentials_exits_78_naming_a_web_key(tmp_path: Pa
     done = _check_config(config, env={**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)})
     assert done.returncode == 0, done.stderr
     assert "from-systemd" not in done.stdout + done.stderr
+
+
+def test_the_page_is_small_and_self_contained() -> None:
+    """No build step, no CDN: three files served by the daemon, 150 kB at most, no address elsewhere."""
+    static = REPO / "edge" / "web" / "static"
+    files = sorted(static.iterdir())
+    assert [f.name for f in files] == ["app.js", "index.html", "style.css"]
+    assert sum(f.stat().st_size for f in files) <= 150_000
+    for f in files:
+        text = f.read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, f.name
+        assert "<script>" not in text and "onclick=" not in text, (
+            f.name
+        )  # nothing inline (the CSP forbids it)
