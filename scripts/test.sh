@@ -2,8 +2,9 @@
 # Set up everything the test suite needs on a fresh machine, then run it.
 #   bash scripts/test.sh [pytest args...]
 # As root it installs mosquitto and its clients (real broker for the MQTT and deploy tests),
-# systemd (systemd-analyze, systemd-tmpfiles), shellcheck and openssl from apt. It creates .venv
-# with the runtime, train, test and demo extras, and Home Assistant Core's venv (scripts/ha-venv.sh).
+# systemd (systemd-analyze, systemd-tmpfiles), shellcheck, openssl, chromium and chromium-driver
+# from apt. It creates .venv with the runtime, train, test, demo and web extras, and Home Assistant
+# Core's venv (scripts/ha-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v shellcheck >/dev/null || need+=(shellcheck)
   command -v openssl >/dev/null || need+=(openssl)
   command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
+  # The live page's tests drive a real headless browser.
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
   if [ ${#need[@]} -gt 0 ]; then
     echo "== apt: installing ${need[*]}"
     apt-get update -qq
@@ -26,9 +30,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PY" -m venv .venv
 fi
-echo "== pip install -e .[train,test,demo]"
+echo "== pip install -e .[train,test,demo,web]"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[train,test,demo]"
+.venv/bin/python -m pip install -q -e ".[train,test,demo,web]"
 
 # Home Assistant Core for tests/test_home_assistant.py: its own venv on Python 3.13, cached outside the
 # repository (~/.cache/emotion-edge/ha-<version>); the first run downloads it (a few minutes).

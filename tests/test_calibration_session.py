@@ -22,10 +22,10 @@ from edge.calibration.control import ControlClient, ControlServer
 from edge.calibration.manager import CalibrationBusy, CalibrationManager
 from edge.calibration.offline import CHANNEL_NAMES
 from edge.calibration.plan import build_plan
-from edge.calibration.quality import channel_quality
 from edge.calibration.session import CalibrationSession
 from edge.config import Config
 from edge.config.calibration import CalibrationConfig
+from edge.emg.quality import channel_quality
 from edge.sources.chunk import SampleChunk
 
 FS = 1000.0

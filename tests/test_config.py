@@ -148,7 +148,8 @@ def test_default_toml_mentions_unset_keys_commented_out() -> None:
     text = default_config_toml()
     assert "# host = " in text
     assert "# password = " in text
-    assert not re.search(r"^host = ", text, re.MULTILINE)
+    mqtt = text.split("\n[mqtt]\n", 1)[1].split("\n[", 1)[0]  # [web] has a host by default: 127.0.0.1
+    assert not re.search(r"^host = ", mqtt, re.MULTILINE)
 
 
 def test_minimal_valid_file(tmp_path: Path) -> None:

@@ -73,6 +73,8 @@ def test_wheel_holds_every_subpackage_and_the_models_and_nothing_else(wheel: Pat
         assert f"{package}/__init__.py" in names, f"{package} is not in the wheel"
     for model in ("emg/emg.tflite", "emg/emg.card.json", "face/face.tflite", "face/face.card.json"):
         assert f"edge/models/{model}" in names
+    for asset in ("index.html", "app.js", "style.css"):  # the live page, served from the package
+        assert f"edge/web/static/{asset}" in names
     top_level = {name.split("/")[0] for name in names if not name.startswith("emotion_edge-")}
     assert top_level == {"edge"}, top_level
     (info,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]

@@ -9,7 +9,7 @@ For each :class:`~edge.calibration.plan.Step` the phases are::
     countdown (countdown_s) -> record (repetition_s) -> rest (rest_s) -> next step ...
 
 The first ``reaction_s`` of a recording are not kept (the wearer is still reacting to the prompt).
-At the end of a recording the kept samples are checked (:func:`edge.calibration.quality.channel_quality`):
+At the end of a recording the kept samples are checked (:func:`edge.emg.quality.channel_quality`):
 a repetition with a bad channel, a gap in the stream or too few samples is flagged, the wearer is
 told what to check, and the same step is done again (at most ``max_retries`` times, then the
 session fails). When every step has a good repetition the session is ``recorded``: its samples are
@@ -27,9 +27,9 @@ from typing import Any, Literal
 import numpy as np
 
 from edge.calibration.plan import Step
-from edge.calibration.quality import ChannelVerdict, advice, channel_quality
 from edge.config.calibration import CalibrationConfig
 from edge.emg.dsp import FloatArray
+from edge.emg.quality import ChannelVerdict, advice, channel_quality
 
 Phase = Literal[
     "countdown", "record", "rest", "recorded", "fitting", "done", "refused", "failed", "cancelled"

@@ -82,4 +82,12 @@ def summary(config: Config) -> list[str]:
         f"outbox     {config.outbox.path} (at most {config.outbox.max_events} events, "
         f"{config.outbox.max_age_s / 86400:g} days)",
         f"logging    {config.logging.level}",
+        f"web        {_web_summary(config)}",
     ]
+
+
+def _web_summary(config: Config) -> str:
+    web = config.web
+    if not web.enabled:
+        return "off"
+    return web.url + (" password set" if web.password is not None else " no password (loopback only)")

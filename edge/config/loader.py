@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from edge.config import nesting
 from edge.config.files import FileProblem, check_readable_file, read_secret
 from edge.config.root import Config
+from edge.config.web import NEEDS_AIOHTTP, WEB_CREDENTIAL_NAME, aiohttp_missing, is_loopback
 from edge.model_card import card_path_for
 
 ENV_PREFIX = "EMOTION_EDGE__"
@@ -67,10 +68,11 @@ def load_config(
     if errors:
         raise ConfigError(_scrub(errors, secrets))
     errors = _file_errors(config, sources, check_recording)
-    try:
-        config = _with_password(config, env)
-    except ConfigError as exc:
-        errors += exc.errors
+    for with_secret in (_with_password, _with_web_password):
+        try:
+            config = with_secret(config, env)
+        except ConfigError as exc:
+            errors += exc.errors
     if errors:
         raise ConfigError(errors)
     return config
@@ -170,28 +172,66 @@ def _env_value(keys: tuple[str, ...], text: str) -> Any:
 
 
 def _raw_passwords(data: Mapping[str, Any]) -> list[str]:
-    mqtt = data.get("mqtt")
-    password = mqtt.get("password") if isinstance(mqtt, Mapping) else None
-    return [password] if isinstance(password, str) and password else []
+    found = []
+    for section in ("mqtt", "web"):
+        table = data.get(section)
+        password = table.get("password") if isinstance(table, Mapping) else None
+        if isinstance(password, str) and password:
+            found.append(password)
+    return found
+
+
+def _secret_source(
+    password: SecretStr | None, password_file: Path | None, credential: str, env: Mapping[str, str]
+) -> tuple[Path, str] | None:
+    """Where a section's secret is read from, with the key to blame: its password_file, else the systemd
+    credential (only when no password is written in the file); None when there is nothing to read."""
+    if password_file is not None:
+        return password_file, "password_file"
+    if password is None and env.get("CREDENTIALS_DIRECTORY"):
+        path = Path(env["CREDENTIALS_DIRECTORY"]) / credential
+        if path.exists():
+            return path, "password"
+    return None
 
 
 def _with_password(config: Config, env: Mapping[str, str]) -> Config:
     mqtt = config.mqtt
-    if mqtt.password_file is not None:
-        secret = _read_secret(mqtt.password_file, "mqtt.password_file")
-    elif mqtt.password is None and env.get("CREDENTIALS_DIRECTORY"):
-        credential = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if not credential.exists():
-            return config
-        if mqtt.username is None:
-            # Same rule as for a password in the file: connecting anonymously while the operator believes the
-            # credential is in use would be a silent surprise.
-            raise ConfigError([("mqtt.username", f"required when the '{CREDENTIAL_NAME}' credential is set")])
-        secret = _read_secret(credential, "mqtt.password")
-    else:
+    source = _secret_source(mqtt.password, mqtt.password_file, CREDENTIAL_NAME, env)
+    if source is None:
         return config
+    path, key = source
+    if key == "password" and mqtt.username is None:
+        # Same rule as for a password in the file: connecting anonymously while the operator believes the
+        # credential is in use would be a silent surprise.
+        raise ConfigError([("mqtt.username", f"required when the '{CREDENTIAL_NAME}' credential is set")])
+    secret = _read_secret(path, f"mqtt.{key}")
     # password_file is kept so the effective configuration still records where the secret came from.
     return config.model_copy(update={"mqtt": mqtt.model_copy(update={"password": SecretStr(secret)})})
+
+
+def _with_web_password(config: Config, env: Mapping[str, str]) -> Config:
+    """The page's secret, read like the broker's; a page reachable from other machines must have one."""
+    web = config.web
+    source = _secret_source(web.password, web.password_file, WEB_CREDENTIAL_NAME, env)
+    if source is not None:
+        path, key = source
+        web = web.model_copy(update={"password": SecretStr(_read_secret(path, f"web.{key}"))})
+    # Checked even with the page disabled: enabling it later must not open camera and switches to the LAN.
+    if web.password is None and not is_loopback(web.host):
+        raise ConfigError(
+            [
+                (
+                    "web.password_file",
+                    f"required when web.host ({web.host}) is not a loopback address: set web.password_file "
+                    f"or the systemd credential '{WEB_CREDENTIAL_NAME}' (or bind to 127.0.0.1 and use an SSH "
+                    "tunnel)",
+                )
+            ]
+        )
+    if web.enabled and aiohttp_missing():
+        raise ConfigError([("web.enabled", NEEDS_AIOHTTP)])  # check-config says so, not only run
+    return config.model_copy(update={"web": web})
 
 
 def _read_secret(path: Path, key: str) -> str:

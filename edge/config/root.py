@@ -14,6 +14,7 @@ from edge.config.face import FaceConfig
 from edge.config.models import ModelsConfig
 from edge.config.mqtt import MqttConfig
 from edge.config.outbox import OutboxConfig
+from edge.config.web import WebConfig
 
 
 class LoggingConfig(BaseModel):
@@ -68,3 +69,5 @@ class Config(BaseModel):
         """``device_name``, or ``device_id`` in words: what Home Assistant shows for the device."""
         words = " ".join(self.device_id.replace("_", " ").replace("-", " ").split())
         return self.device_name or words.capitalize() or self.device_id
+
+    web: WebConfig = Field(default_factory=WebConfig, description="The live page (off by default).")

@@ -44,6 +44,9 @@ class CameraStage:
         self.on_reading = on_reading
         self.beat = beat
         self.paused = False
+        # The last classified frame, for the live page: its faces are the state's. Memory only, never
+        # written anywhere; cleared when the camera is paused or private.
+        self.last_frame: Frame | None = None
         self.stats = CameraStageStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-inference")
 
@@ -83,6 +86,7 @@ class CameraStage:
                 self.stats.faces += len(results)
                 # The decision follows the largest face; the state lists every face.
                 reading = ModalityReading("face", self.pipeline.labels, results[0].probs, frame.t)
+            self.last_frame = frame
             # Called for frames without a face too: their time lets a face that left go stale.
             await self.on_reading(reading, results, frame.t)
 

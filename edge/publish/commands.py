@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SWITCHES = ("emg_paused", "camera_paused", "privacy")
+# Only with the live page enabled: whether the page may show the camera.
+LIVE_VIEW = "live_view"
 PAYLOAD_ON = b"ON"
 PAYLOAD_OFF = b"OFF"
 # Longest payload quoted back in an error message (the rest is cut: logs are not for payloads).
@@ -27,20 +29,22 @@ class SwitchCommand:
     on: bool
 
 
-def switch_of(base_topic: str, topic: str) -> str:
-    """``.../set/emg_paused`` -> ``emg_paused``; CommandError for anything but a known switch."""
+def switch_of(base_topic: str, topic: str, switches: tuple[str, ...] = SWITCHES) -> str:
+    """``.../set/emg_paused`` -> ``emg_paused``; CommandError for anything but one of ``switches``."""
     prefix = f"{base_topic}/set/"
     if not topic.startswith(prefix):
         raise CommandError(f"not a command topic: {topic!r}")
     switch = topic[len(prefix) :]
-    if switch not in SWITCHES:
-        raise CommandError(f"unknown switch {switch[:32]!r}; known: {', '.join(SWITCHES)}")
+    if switch not in switches:
+        raise CommandError(f"unknown switch {switch[:32]!r}; known: {', '.join(switches)}")
     return switch
 
 
-def parse_command(base_topic: str, topic: str, payload: bytes) -> SwitchCommand:
+def parse_command(
+    base_topic: str, topic: str, payload: bytes, switches: tuple[str, ...] = SWITCHES
+) -> SwitchCommand:
     """``.../set/emg_paused`` + ``ON`` -> SwitchCommand("emg_paused", True)."""
-    switch = switch_of(base_topic, topic)
+    switch = switch_of(base_topic, topic, switches)
     if payload == PAYLOAD_ON:
         return SwitchCommand(switch, True)
     if payload == PAYLOAD_OFF:

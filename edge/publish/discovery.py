@@ -3,7 +3,8 @@
 One retained message declares the whole device: the emotion sensor (probabilities as
 attributes), a confidence sensor, an ``event`` entity for episodes, device triggers for
 "episode <emotion> started/ended", and per configured modality a connectivity binary sensor
-and a pause switch (privacy mode goes with the camera).
+and a pause switch (privacy mode goes with the camera); with EMG, the calibration's buttons and
+sensors; with the live page, its video switch.
 
 Entity ids are fixed by ``object_id`` (``<domain>.<device_id>_<suffix>``, see ``ENTITY_SUFFIX``),
 so they do not depend on the display name, and the README and the example automations can
@@ -18,6 +19,7 @@ from typing import Any
 from edge import __version__
 from edge.config import Config
 from edge.publish.calibration_discovery import calibration_components
+from edge.publish.commands import LIVE_VIEW
 from edge.publish.topics import Topics
 
 ORIGIN = {"name": "emotion-edge", "sw": __version__, "url": "https://github.com/emotion-edge/emotion-edge"}
@@ -33,6 +35,7 @@ SWITCH_NAMES = {
     "emg_paused": ("Pause EMG", "mdi:pause-circle"),
     "camera_paused": ("Pause camera", "mdi:camera-off"),
     "privacy": ("Privacy mode", "mdi:eye-off"),
+    "live_view": ("Live page video", "mdi:monitor-eye"),  # declared only when the daemon has it
 }
 # What each configured modality brings: its availability sensor and its switches.
 MODALITY_SWITCHES = {"emg": ("emg_paused",), "camera": ("camera_paused", "privacy")}
@@ -126,17 +129,21 @@ def _modality(topics: Topics, config: Config, modality: str) -> dict[str, dict[s
         }
     }
     for switch in MODALITY_SWITCHES[modality]:
-        name, icon = SWITCH_NAMES[switch]
-        components[switch] = {
-            **_entity(topics, config, switch, "switch", name),
-            "icon": icon,
-            "command_topic": topics.command(switch),
-            "state_topic": topics.switch_state(switch),
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "optimistic": False,
-        }
+        components[switch] = _switch(topics, config, switch)
     return components
+
+
+def _switch(topics: Topics, config: Config, switch: str) -> dict[str, Any]:
+    name, icon = SWITCH_NAMES[switch]
+    return {
+        **_entity(topics, config, switch, "switch", name),
+        "icon": icon,
+        "command_topic": topics.command(switch),
+        "state_topic": topics.switch_state(switch),
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "optimistic": False,
+    }
 
 
 def _calibration(topics: Topics, config: Config) -> dict[str, dict[str, Any]]:
@@ -153,6 +160,8 @@ def discovery_payload(topics: Topics, config: Config) -> dict[str, Any]:
         components.update(_modality(topics, config, modality))
     if "emg" in configured_modalities(config):  # calibration trains the EMG model
         components.update(_calibration(topics, config))
+    if config.web.enabled:
+        components[LIVE_VIEW] = _switch(topics, config, LIVE_VIEW)
     return {
         "dev": {
             "ids": [f"emotion_edge_{topics.device_id}"],

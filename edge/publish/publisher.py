@@ -214,14 +214,20 @@ class Publisher:
             if action_of(self.topics.base, topic) is not None:
                 self._apply_action(parse_action(self.topics.base, topic, payload))
                 return
-            cmd = parse_command(self.topics.base, topic, payload)
+            cmd = parse_command(self.topics.base, topic, payload, tuple(self.switches))
         except CommandError as exc:
             stats.commands_rejected += 1
             self._command_log.warning("rejected", "ignored command: %s", exc)
             return
-        if cmd.switch in self._pending_commands:
+        self.submit(cmd.switch, cmd.on)
+
+    def submit(self, switch: str, on: bool) -> None:
+        """Queue a switch change, from MQTT or the live page: one path, coalesced and rate-limited."""
+        assert self.link is not None and switch in self.switches
+        stats = self.link.stats
+        if switch in self._pending_commands:
             stats.commands_coalesced += 1
-        self._pending_commands[cmd.switch] = cmd.on
+        self._pending_commands[switch] = on
         busy = self._applier is not None and not self._applier.done()
         if busy or time.monotonic() - self._last_apply < 1.0 / COMMANDS_PER_S:
             # Not applied at once: it waits for the applier's next turn (and may be coalesced).

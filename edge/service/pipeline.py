@@ -199,6 +199,8 @@ class Pipeline:
             (self.watchdog.pause if off else self.watchdog.resume)("camera")
         if off:
             self.faces = []
+            if self.camera_stage is not None:
+                self.camera_stage.last_frame = None  # the page must not show the last picture either
 
     async def stop_camera(self) -> None:
         if self.camera is not None:

@@ -68,4 +68,6 @@ async def collect_stats(service: Service) -> dict[str, Any]:
     if camera:
         out["camera"] = camera
     out["calibration"] = service.calibration.stats()
+    if service.web is not None:
+        out["web"] = service.web.stats()
     return out

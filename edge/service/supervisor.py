@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.broker import EmbeddedBroker
@@ -23,6 +23,7 @@ from edge.config import Config, ConfigError, load_config
 from edge.decision import EpisodeEvent
 from edge.model_card import CardError
 from edge.outbox import AsyncOutbox
+from edge.publish.commands import LIVE_VIEW
 from edge.publish.mqtt_link import MqttLink
 from edge.publish.publisher import EventSink, Publisher
 from edge.publish.topics import Topics
@@ -34,10 +35,12 @@ from edge.service.open_episode import OpenEpisode
 from edge.service.pipeline import Pipeline
 from edge.service.stats import collect_stats
 from edge.tasks import Supervisor
+from edge.web import start_web
 
 if TYPE_CHECKING:
     from edge.sources.replay_emg import ReplayEmgSource
     from edge.sources.serial_emg import SerialEmgSource
+    from edge.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class Service:
         self.health = Health(self.notifier, self.watchdog)
         self.supervisor = Supervisor(self._fatal)
         self.switches = {"emg_paused": False, "camera_paused": False, "privacy": False}
+        if config.web.enabled:
+            self.switches[LIVE_VIEW] = True  # the page's video; off from Home Assistant hides it
+        self.web: WebServer | None = None
         self.pipeline = Pipeline(
             config,
             self.switches,
@@ -150,12 +156,19 @@ class Service:
             self.pipeline.availability,
             self._on_switch,
             self.supervisor,
-            self.on_event,
+            self._on_event,
         )
         # An episode the previous run died with gets its end before anything new can start.
         self.open_episode = OpenEpisode(self.outbox)
         await self._emit(await self.open_episode.recover(time.monotonic()))
         await self.publisher.start(host, port)
+        if cfg.web.enabled:
+            self.web = await start_web(self)
+            traces = self.web.feed.traces
+            # The page's traces show what is classified: nothing while EMG is paused.
+            self.pipeline.emg_taps.append(
+                lambda chunk: None if self.switches["emg_paused"] else traces.push(chunk)
+            )
         self.pipeline.start_emg()
         await self.pipeline.start_camera()
         await self.calibration.start()
@@ -199,6 +212,8 @@ class Service:
             self.notifier.ready()
             return
         old, self.config = self.config, new
+        if new.web != old.web:
+            log.warning("[web] changes take effect at the next restart; the page keeps its settings")
         logging.getLogger().setLevel(new.logging.level)
         await self.pipeline.reconfigure(new, prepared)
         assert self.publisher is not None
@@ -212,6 +227,8 @@ class Service:
 
     async def _shutdown(self) -> None:
         await self.calibration.stop()
+        if self.web is not None:
+            await self.web.stop()
         await self.pipeline.close()
         await self.supervisor.stop_group("core")  # the loops; the link stops its drain itself
         if self.publisher is not None:
@@ -233,6 +250,12 @@ class Service:
     def _on_decided(self, forced: bool) -> None:
         if self.publisher is not None:
             self.publisher.maybe_publish_state(self.pipeline.decision.state, force=forced)
+
+    def _on_event(self, event: EpisodeEvent, body: dict[str, Any]) -> None:
+        if self.web is not None:
+            self.web.feed.on_event(body)
+        if self.on_event is not None:
+            self.on_event(event, body)
 
     def _on_emg_ended(self) -> None:
         if self.exit_when_input_ends:

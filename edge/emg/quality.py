@@ -2,7 +2,7 @@
 
 One pure function, :func:`channel_quality`, over a block of samples ``(n, channels)`` in ADC units.
 It is what a calibration session checks after every repetition (a bad one is recorded again and the
-wearer told which electrode to check), and what a live level display can show; it keeps no state.
+wearer told which electrode to check), and the badge per channel of the live page; it keeps no state.
 
 Verdicts, most serious first (a channel gets the first that applies):
 
@@ -16,6 +16,10 @@ Verdicts, most serious first (a channel gets the first that applies):
 - ``mains``: most of the signal's power sits at 50 or 60 Hz and their harmonics: an electrode with
   poor contact picks up the room's wiring instead of the muscle. The source recording has at most
   22% of its power there.
+
+A channel that is ``ok`` can still be ``clipping``: a few peaks cut at a rail. That biases the
+amplitude features a little but is no reason to repeat a repetition (the source recording clips
+too), so it is a badge for the live page, not a verdict.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ Status = Literal["ok", "disconnected", "saturated", "flat", "mains"]
 RAIL_MARGIN = 0.005
 DISCONNECTED_AT_RAIL = 0.9
 SATURATED_AT_RAIL = 0.3
+# More than this share at a rail, but below SATURATED_AT_RAIL: peaks are cut off (clipping).
+CLIPPING_AT_RAIL = 0.001
 # Standard deviation below this share of the full range: flat. About a third of a step of a 10-bit
 # ADC, one step of a 12-bit one: a quiet but live channel (a relaxed face) moves by more.
 FLAT_STD = 0.0003
@@ -66,6 +72,11 @@ class ChannelVerdict:
         return self.status == "ok"
 
     @property
+    def badge(self) -> str:
+        """What the live page shows: the status, or "clipping" for an ok channel with cut peaks."""
+        return "clipping" if self.ok and self.at_rail > CLIPPING_AT_RAIL else self.status
+
+    @property
     def electrode(self) -> int:
         """The number a user sees on the board (EMG1, EMG2, ...)."""
         return self.channel + 1
@@ -75,6 +86,7 @@ class ChannelVerdict:
             "channel": self.channel,
             "electrode": self.electrode,
             "status": self.status,
+            "badge": self.badge,
             "level": round(self.level, 3),
             "at_rail": round(self.at_rail, 3),
             "std": round(self.std, 2),
@@ -134,3 +146,15 @@ def advice(verdicts: list[ChannelVerdict], channel_names: tuple[str, ...] = ()) 
         name = f" ({channel_names[v.channel]})" if v.channel < len(channel_names) else ""
         parts.append(f"check electrode {v.electrode}{name}: {v.status}, {ADVICE[v.status]}")
     return "; ".join(parts)
+
+
+def envelope(samples: FloatArray, buckets: int) -> tuple[FloatArray, FloatArray]:
+    """Min and max of each of ``buckets`` equal slices, ``(buckets, channels)`` each: a downsampled trace
+    that still shows every spike and every flat stretch, which plain decimation would hide."""
+    n = len(samples)
+    if n == 0:
+        empty = np.zeros((0, samples.shape[1] if samples.ndim == 2 else 0))
+        return empty, empty
+    buckets = min(buckets, n)
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
+    return np.minimum.reduceat(samples, edges[:-1], axis=0), np.maximum.reduceat(samples, edges[:-1], axis=0)
