@@ -81,6 +81,10 @@ def test_without_a_daemon_the_terminal_runs_the_session_on_the_port(tmp_path: Pa
     broker, sub, wearer, config, state = start_without_daemon(tmp_path, emg_csv)
     proc = tui(config)
     try:
+        # It holds the daemon's lock, so `emotion-edge models activate` would signal it to reload:
+        # SIGHUP mid-session must not end it.
+        wait_until(lambda: recordings(wearer) >= 1, 60, what="the first repetition")
+        proc.send_signal(signal.SIGHUP)
         out, _ = proc.communicate(timeout=SESSION_S + 90)
     finally:
         if proc.poll() is None:
@@ -92,3 +96,16 @@ def test_without_a_daemon_the_terminal_runs_the_session_on_the_port(tmp_path: Pa
     assert "Calibration done: accuracy" in out
     active = PersonalModelStore(state).active()
     assert active is not None and active.exists()
+
+
+def test_a_state_directory_too_deep_for_a_unix_socket_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # AF_UNIX paths stop at 107 bytes; the state directory is the outbox's folder.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[outbox]\npath = "{deep / "outbox.sqlite3"}"\n')
+    proc = tui(config)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == os.EX_UNAVAILABLE, out
+    assert "Traceback" not in out and out.strip().count("\n") == 0, out
+    assert "emotion-edge: calibrate: cannot reach" in out

@@ -64,6 +64,13 @@ def test_password_problems_name_their_key(tmp_path: Path) -> None:
     assert {key for key, _ in found} == {"web.port", "web.video_fps", "web.host"}
 
 
+def test_an_empty_password_is_refused_not_treated_as_set(tmp_path: Path) -> None:
+    # EMOTION_EDGE__WEB__PASSWORD=${UNSET} in a unit: an empty secret would let an empty token in.
+    found = errors(write(tmp_path, '[web]\nhost = "0.0.0.0"\n'), env={"EMOTION_EDGE__WEB__PASSWORD": ""})
+    assert found and found[0][0] == "web.password" and "empty" in found[0][1]
+    assert errors(write(tmp_path, '[web]\npassword = ""\n'))[0][0] == "web.password"
+
+
 def test_a_password_in_the_file_never_shows_in_errors(tmp_path: Path) -> None:
     found = errors(write(tmp_path, '[web]\npassword = "pa55word"\nport = "pa55word"\n'))
     assert all("pa55word" not in message for _, message in found)

@@ -3,9 +3,9 @@
 The daemon owns the serial port, so a session runs here, on the samples the pipeline already
 receives (a tap on its EMG queue). EMG events keep flowing throughout. When a new model is
 activated it is swapped into the running EMG stage between two sample chunks: the source, its
-queue and the outbox are untouched, so no sample and no event is lost. Only when the new model
-windows differently (another window length, hop or channel count) is EMG restarted with it, the
-way a SIGHUP reload does.
+queue and the outbox are untouched, so no sample and no event is lost. A model with another window
+length or hop re-windows from the next chunk; only one with another channel count restarts EMG,
+the way a SIGHUP reload does.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class DaemonCalibration:
         if self.service.publisher is not None:
             self.service.publisher.on_action = self.mqtt.on_action
         self.mqtt.load_stored_result()
+        # A daemon killed mid-session left its last prompt retained ("Show happy, 40%"): replace it.
+        self.mqtt.on_snapshot(self.manager.status())
         try:
             await self.control.start()
         except OSError as exc:  # e.g. a path over the 107 bytes a UNIX socket name may have
@@ -79,11 +81,11 @@ class DaemonCalibration:
         """Run the now active model, as a reload with an unchanged config would pick it up
         (loaded off the loop, swapped between two chunks when it windows like the running one)."""
         pipeline, config = self.service.pipeline, self.service.config
-        running = pipeline.emg_stage.classifier if pipeline.emg_stage is not None else None
+        running = pipeline.emg_stage.target if pipeline.emg_stage is not None else None
         prepared = await loading.prepare(config, config, running)
         await pipeline.reconfigure(config, prepared)
         self.swaps += 1
-        classifier = pipeline.emg_stage.classifier if pipeline.emg_stage is not None else None
+        classifier = pipeline.emg_stage.target if pipeline.emg_stage is not None else None
         if classifier is not None:
             labels = ", ".join(classifier.labels)
             log.info("EMG model swapped in: %s (labels %s)", classifier.model.model_path, labels)

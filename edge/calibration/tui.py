@@ -30,6 +30,7 @@ EXIT_OK = 0
 EXIT_REFUSED = os.EX_DATAERR
 EXIT_UNAVAILABLE = os.EX_UNAVAILABLE
 EXIT_CANCELLED = os.EX_TEMPFAIL
+EXIT_NOPERM = os.EX_NOPERM
 EXIT_BY_PHASE = {
     "done": EXIT_OK,
     "refused": EXIT_REFUSED,
@@ -141,6 +142,9 @@ async def through_daemon(client: ControlClient, screen: Screen) -> int:
 
         _on_interrupt(cancel)
         last = await _follow(client.snapshots(), screen)
+    except (OSError, ValueError) as exc:  # the daemon stopped or died mid-session
+        print(f"emotion-edge: calibrate: lost the daemon's control socket: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     finally:
         await client.close()
     screen.result(last)
@@ -163,6 +167,15 @@ async def standalone(config: Config, screen: Screen) -> int:
     except AlreadyRunning as exc:
         print(f"emotion-edge: calibrate: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except PermissionError as exc:
+        print(f"emotion-edge: calibrate: {exc}: run as the daemon's user", file=sys.stderr)
+        return EXIT_NOPERM
+    except OSError as exc:
+        print(f"emotion-edge: calibrate: cannot use the state directory: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    # Holding the daemon's lock, this process is what `emotion-edge models activate` signals to
+    # reload: the session picks up nothing from a reload, and SIGHUP must not end it.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
     try:
         if config.emg.source == "off":
             raise CalibrationBusy('EMG is off (emg.source = "off"): nothing to calibrate')
@@ -231,5 +244,8 @@ async def run(config: Config, out: TextIO = sys.stdout) -> int:
             f"emotion-edge: calibrate: {path}: permission denied: run as the daemon's user",
             file=sys.stderr,
         )
+        return EXIT_UNAVAILABLE
+    except OSError as exc:  # e.g. a state directory whose socket path is too long for AF_UNIX
+        print(f"emotion-edge: calibrate: cannot reach {path}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     return await through_daemon(client, screen)

@@ -18,7 +18,8 @@ class CalibrationConfig(BaseModel):
         default_factory=lambda: list(DEFAULT_LABELS),
         min_length=2,
         description="What the wearer is asked to show, one repetition of each per round (2 or more, each "
-        "once; letters, digits, '_' or '-'). 'neutral' is the relaxed face.",
+        "once), from neutral, happy, angry, surprise, fear, sad and disgust: the emotions fusion, the "
+        "Home Assistant sensor and its device triggers know. 'neutral' is the relaxed face.",
     )
     repetitions: int = Field(
         default=3,
@@ -54,8 +55,10 @@ class CalibrationConfig(BaseModel):
     @classmethod
     def _labels(cls, value: list[str]) -> list[str]:
         for label in value:
-            if not label or not all(c.isalnum() or c in "_-" for c in label) or len(label) > 32:
-                raise ValueError(f"{label!r} is not a label: 1-32 letters, digits, '_' or '-'")
+            if label not in DEFAULT_LABELS:
+                # A personal model's labels become the fused state, whose names Home Assistant's
+                # enum sensor and device triggers declare in advance.
+                raise ValueError(f"{label!r} is not one of {', '.join(DEFAULT_LABELS)}")
         if len(set(value)) != len(value):
             raise ValueError("each label may appear only once")
         return value

@@ -71,4 +71,8 @@ class WebConfig(BaseModel):
     def _one_password(self) -> Self:
         if self.password is not None and self.password_file is not None:
             raise cross_field("password_file", "set either password or password_file, not both")
+        if self.password is not None and not self.password.get_secret_value():
+            # An empty secret (an unset variable in EMOTION_EDGE__WEB__PASSWORD=${X}) would let an
+            # empty Bearer token or Basic "user:" in: refuse it rather than open the page.
+            raise cross_field("password", "must not be empty")
         return self

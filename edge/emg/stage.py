@@ -78,7 +78,13 @@ class EmgStage:
         A model with another window or hop re-windows from that chunk, so its first reading
         comes one window later; a chunk already being classified finishes with the old model.
         """
-        self._pending = (classifier, hop)
+        same = (classifier, hop) == (self.classifier, self.hop)
+        self._pending = None if same else (classifier, hop)
+
+    @property
+    def target(self) -> EmgClassifier:
+        """The model the next chunk runs: a swap not yet applied (EMG paused, no data), or the current."""
+        return self._pending[0] if self._pending is not None else self.classifier
 
     async def run(self, queue: CountingQueue[SampleChunk]) -> None:
         loop = asyncio.get_running_loop()

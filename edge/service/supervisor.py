@@ -200,7 +200,7 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-            running = self.pipeline.emg_stage.classifier if self.pipeline.emg_stage is not None else None
+            running = self.pipeline.emg_stage.target if self.pipeline.emg_stage is not None else None
             prepared = await loading.prepare(self.config, new, running)
         except ConfigError as exc:
             for path, message in exc.errors:
@@ -211,9 +211,12 @@ class Service:
             log.error("reload rejected, keeping the running config: %s", exc)
             self.notifier.ready()
             return
-        old, self.config = self.config, new
-        if new.web != old.web:
+        if new.web != self.config.web:
             log.warning("[web] changes take effect at the next restart; the page keeps its settings")
+            # Keep the running [web] in the effective config, so discovery keeps declaring exactly
+            # the switches that exist (live_view comes and goes with the page).
+            new = new.model_copy(update={"web": self.config.web})
+        old, self.config = self.config, new
         logging.getLogger().setLevel(new.logging.level)
         await self.pipeline.reconfigure(new, prepared)
         assert self.publisher is not None

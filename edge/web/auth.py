@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
+from edge.config.web import is_loopback
+
 CSRF_COOKIE = "ee_csrf"
 CSRF_HEADER = "X-CSRF-Token"
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,6 +39,8 @@ class AuthStats:
 
 class Auth:
     def __init__(self, password: str | None) -> None:
+        if password == "":
+            raise ValueError("an empty password would let an empty token in")
         self._password = password.encode() if password is not None else None
         self.csrf_token = secrets.token_urlsafe(32)  # per process: a restart invalidates old pages
         self.stats = AuthStats()
@@ -66,7 +69,8 @@ class Auth:
     def _host_is_local(self, request: web.Request) -> bool:
         host = request.host
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.lower() in LOCAL_HOSTS
+        # The same test as the config's: any loopback address (127/8, ::1) or "localhost".
+        return is_loopback(name.strip("[]").lower())
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -53,9 +53,9 @@ class EmgTraces:
         self._last_at = time.monotonic()
 
     def snapshot(self) -> dict[str, Any] | None:
-        """Downsampled traces and a quality per channel; None before any sample arrived."""
-        if self._buf is None or self._filled == 0:
-            return None
+        """Downsampled traces and a quality per channel; None before two samples arrived."""
+        if self._buf is None or self._filled < 2:
+            return None  # quality needs two samples at least (a 1-sample chunk after a gap)
         data = self._buf[: self._filled]
         lo, hi = envelope(data, TRACE_POINTS)
         now = time.monotonic()
