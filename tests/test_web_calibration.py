@@ -75,6 +75,10 @@ def test_calibration_view_runs_a_session_and_switches_models(tmp_path: Path, emg
     daemon = Daemon(config, tmp_path)
     url = f"http://127.0.0.1:{port}/"
     store = PersonalModelStore(state)
+
+    def phase() -> str:
+        return attr(driver, "#calibration", "data-phase")
+
     try:
         wait_until(lambda: _up(url, daemon), 60, 0.2, what="the live page to answer")
         with chromium() as driver:
@@ -86,9 +90,7 @@ def test_calibration_view_runs_a_session_and_switches_models(tmp_path: Path, emg
 
             t0 = time.monotonic()
             driver.find_element(By.ID, "cal-start").click()
-            wait_until(
-                lambda: attr(driver, "#calibration", "data-phase") == "countdown", 5, 0.05, what="it starts"
-            )
+            wait_until(lambda: phase() == "countdown", 5, 0.05, what="the session to start")
             # A second start (the page's own request; its button is disabled meanwhile) is refused, clearly.
             driver.execute_script('calibrationCommand("start")')
             wait_until(lambda: driver.execute_script(READ_PANEL)["error"], 5, 0.05, what="the error shown")
@@ -149,6 +151,13 @@ def test_calibration_view_runs_a_session_and_switches_models(tmp_path: Path, emg
             driver.execute_script('activate("20000101T000000Z")')
             wait_until(lambda: not attr(driver, "#models-error", "hidden"), 5, what="the error shown")
             assert "no personal model '20000101T000000Z'" in text(driver, "#models-error")
+            # A second session, cancelled from the page: nothing changes.
+            driver.find_element(By.ID, "cal-start").click()
+            wait_until(lambda: phase() == "countdown", 5, 0.05, what="the second session")
+            driver.find_element(By.ID, "cal-cancel").click()
+            wait_until(lambda: phase() == "cancelled", 5, 0.05, what="the session to be cancelled")
+            assert "nothing was changed" in text(driver, "#cal-result")
+            assert attr(driver, "#cal-start", "disabled") == "" and store.active_id() == active
             driver.execute_script('document.getElementById("models").scrollIntoView()')
             driver.save_screenshot(str(ARTIFACTS / "calibration-models.png"))
 

@@ -87,9 +87,12 @@ class CalibrationApi:
     async def _rollback(self, request: web.Request) -> web.Response:
         self.commands += 1
         store = self.calibration.store
-        before = store.active_id()
+
+        def rollback() -> tuple[str | None, str | None]:
+            return store.active_id(), store.rollback()
+
         try:
-            target = await asyncio.to_thread(store.rollback)
+            before, target = await asyncio.to_thread(rollback)
         except (StoreError, OSError) as exc:
             return _error(500, f"cannot update the models: {exc}")
         if before is None and target is None:
