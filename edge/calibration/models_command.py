@@ -110,13 +110,6 @@ def _with_store(args: argparse.Namespace, command: str, action: Action) -> int:
         return fail(f"cannot update the models in {state}: {exc}", EXIT_CANTCREAT)
 
 
-def _in_use(store: PersonalModelStore, config: Config) -> str:
-    if config.models.emg is not None:
-        return f"{config.models.emg} ([models] emg in the config; personal models are not used)"
-    active = store.active_id()
-    return f"personal model {active}" if active else "the shipped generic model"
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
     def action(store: PersonalModelStore, config: Config) -> int:
         models = store.list_models()
@@ -126,14 +119,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
                     {
                         "state_dir": str(store.state),
                         "active": store.active_id(),
-                        "in_use": _in_use(store, config),
+                        "in_use": store.in_use(config),
                         "models": [m.as_json() for m in models],
                     }
                 )
             )
             return 0
         if not models:
-            print(f"no personal models in {store.models_dir}; EMG runs {_in_use(store, config)}")
+            print(f"no personal models in {store.models_dir}; EMG runs {store.in_use(config)}")
             return 0
         print(f"{'':2}{'ID':<20} {'ACCURACY':>8}  {'VALIDATION':<10} LABELS")
         for m in models:
@@ -144,7 +137,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 print(f"{'':23}- {reason}")
             for warning in m.warnings:
                 print(f"{'':23}! {warning}")
-        print(f"EMG runs {_in_use(store, config)} (* = active)")
+        print(f"EMG runs {store.in_use(config)} (* = active)")
         return 0
 
     return _with_store(args, "models list", action)

@@ -242,6 +242,13 @@ class PersonalModelStore:
             self._write_pointer(target, previous)
         return target
 
+    def in_use(self, config: Config) -> str:
+        """Which EMG model the daemon runs with ``config``, in words."""
+        if config.models.emg is not None:
+            return f"{config.models.emg} ([models] emg in the config; personal models are not used)"
+        active = self.active_id()
+        return f"personal model {active}" if active else "the shipped generic model"
+
     def list_models(self) -> list[StoredModel]:
         """Every stored model, newest first."""
         active = self.active_id()

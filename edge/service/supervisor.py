@@ -113,7 +113,7 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self._start()
             if self.on_started is not None:
@@ -127,6 +127,10 @@ class Service:
             self.notifier.stopping()
             await self._shutdown()
         return self._exit_code
+
+    def request_reload(self) -> None:
+        """What SIGHUP does (also the live page's model buttons): reload in the main loop, one at a time."""
+        self._reload_requested.set()
 
     def request_stop(self) -> None:
         log.info("stopping")

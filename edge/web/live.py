@@ -50,7 +50,7 @@ class LiveStats:
 class Viewer:
     """One open page: the newest pending message of each kind, in a fixed order."""
 
-    KINDS = ("state", "emg", "frame")
+    KINDS = ("state", "calibration", "emg", "frame")
 
     def __init__(self) -> None:
         self.pending: dict[str, list[Message]] = {}
@@ -85,6 +85,7 @@ class LiveFeed:
         self._stats_at = -float("inf")
         self._frame_sent: Frame | None = None
         self._frame_due = 0.0
+        self._calibration_sent = ""
 
     # --- viewers -----------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class LiveFeed:
             self.traces.active = True
             self._stats_at = -float("inf")
             self._frame_sent = None
+        self._calibration_sent = ""  # every page, the new one included, gets the session again
         self.viewers.add(viewer)
         self.stats.viewers = len(self.viewers)
         self.stats.viewers_total += 1
@@ -138,12 +140,22 @@ class LiveFeed:
             self._stats_at = now
             self._stats = await collect_stats(self.service)
         self._offer("state", [json.dumps(self.state_message(), separators=(",", ":"))])
+        self._offer_calibration()
         traces = self.traces.snapshot()
         if traces is not None:
             self._offer("emg", [json.dumps({"t": "emg", **traces}, separators=(",", ":"))])
         if now >= self._frame_due:
             self._frame_due = now + self.video_interval_s
             await self._send_frame()
+
+    def _offer_calibration(self) -> None:
+        """The calibration session's snapshot, when it changed (every tick while one counts down)."""
+        message = json.dumps(
+            {"t": "calibration", **self.service.calibration.manager.status()}, separators=(",", ":")
+        )
+        if message != self._calibration_sent:
+            self._calibration_sent = message
+            self._offer("calibration", [message])
 
     def video_status(self) -> str:
         switches, pipeline = self.service.switches, self.service.pipeline

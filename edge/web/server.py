@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from edge.web.auth import Auth
+from edge.web.calibration import CalibrationApi
 from edge.web.live import LiveFeed, Viewer
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class WebServer:
         password = self.config.password
         self.auth = Auth(password.get_secret_value() if password is not None else None)
         self.feed = LiveFeed(service)
+        self.calibration = CalibrationApi(service)
         self.files = _static_files()
         self.commands = 0
         self._runner: web.AppRunner | None = None
@@ -64,6 +66,7 @@ class WebServer:
         app.router.add_get("/api/state", self._state)
         app.router.add_post("/api/switch/{name}", self._switch)
         app.router.add_get("/ws", self._websocket)
+        self.calibration.add_routes(app)
         app.on_response_prepare.append(self._headers)
         return app
 
@@ -88,7 +91,11 @@ class WebServer:
             self._runner = None
 
     def stats(self) -> dict[str, Any]:
-        return {**self.feed.stats_dict(), "commands": self.commands, **vars(self.auth.stats)}
+        return {
+            **self.feed.stats_dict(),
+            "commands": self.commands + self.calibration.commands,
+            **vars(self.auth.stats),
+        }
 
     # --- handlers ----------------------------------------------------------------------
 

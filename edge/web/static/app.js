@@ -1,7 +1,7 @@
 // emotion-edge live page. No build step, no dependencies: everything here is served by the daemon.
-// Messages arrive on one WebSocket, each a JSON object with a type "t" ("state", "emg", "frame"), a frame's
-// JSON header being followed by its JPEG as a binary message. Each type has a handler in `handlers`; a new
-// panel (calibration, say) adds its section.panel to index.html and a handler here.
+// Messages arrive on one WebSocket, each a JSON object with a type "t" ("state", "calibration", "emg",
+// "frame"), a frame's JSON header being followed by its JPEG as a binary message. Each type has a handler
+// in `handlers`; a new panel adds its section.panel to index.html and a handler here.
 "use strict";
 
 const EMOTIONS = ["happy", "angry", "surprise", "fear", "sad", "disgust", "neutral"];
@@ -229,18 +229,27 @@ function csrfToken() {
   return match ? match[1] : "";
 }
 
+// A POST with the CSRF token; resolves to the JSON reply, throws an Error with the daemon's message.
+async function post(url, body = {}) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  const text = await response.text();
+  let data;
+  try { data = JSON.parse(text); } catch { data = { error: text.trim() }; }
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
 async function toggle(button) {
   const name = button.dataset.switch;
   const on = button.getAttribute("aria-pressed") !== "true";
   button.disabled = true;
   try {
-    const response = await fetch(`/api/switch/${name}`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
-      body: JSON.stringify({ on }),
-      credentials: "same-origin",
-    });
-    if (!response.ok) throw new Error(await response.text());
+    await post(`/api/switch/${name}`, { on });
     // The button follows the daemon's state (as Home Assistant does): the next state message sets it.
   } catch (err) {
     button.title = `failed: ${err.message}`;
@@ -248,6 +257,171 @@ async function toggle(button) {
     setTimeout(() => { button.disabled = false; }, 300);
   }
 }
+
+// --- calibration and personal models ------------------------------------------------------------------
+
+const PHASES = {
+  idle: ["", "ready"], countdown: ["warn", "get ready"], record: ["ok", "recording"], rest: ["info", "rest"],
+  recorded: ["info", "training"], fitting: ["info", "training"], done: ["ok", "done"],
+  refused: ["warn", "not activated"], failed: ["bad", "failed"], cancelled: ["", "cancelled"],
+};
+const COUNT_LABELS = { countdown: "until recording starts", record: "hold the face", rest: "relax" };
+const RUNNING = new Set(["countdown", "record", "rest", "recorded", "fitting"]);
+const FINAL = new Set(["done", "refused", "failed", "cancelled"]);
+let calPhase = null;
+
+// An error stays 10 s (or until the next command): long enough to read, not so long it looks current.
+function showError(id, err) {
+  $(id).hidden = !err;
+  $(id).textContent = err ? err.message : "";
+  clearTimeout($(id).timer);
+  if (err) $(id).timer = setTimeout(() => { $(id).hidden = true; }, 10000);
+}
+
+function showLevels(msg) {
+  const box = $("cal-levels");
+  msg.levels.forEach((level, i) => {
+    let row = box.children[i];
+    if (!row) {
+      row = el("div", { class: "level" });
+      const meter = el("div", { class: "meter" });
+      meter.append(el("div", { id: `cal-level-${i}` }));
+      row.append(el("b", {}, `EMG${i + 1}`), meter, el("span", { class: "pill", id: `cal-verdict-${i}` }));
+      box.append(row);
+    }
+    const status = msg.channels[i];
+    const [kind, text] = BADGES[status] || BADGES.ok;
+    $(`cal-level-${i}`).style.width = pct(Math.min(1, level));
+    $(`cal-level-${i}`).className = status === "ok" ? "" : "bad";
+    pill($(`cal-verdict-${i}`), kind, text);
+    $(`cal-verdict-${i}`).dataset.status = status;
+  });
+  while (box.children.length > msg.levels.length) box.lastChild.remove();
+}
+
+function showResult(msg) {
+  const box = $("cal-result");
+  const r = msg.result;
+  // The outcome once the session ends; at idle, that of the last session since the daemon started.
+  box.hidden = !(FINAL.has(msg.phase) || (msg.phase === "idle" && r && r.model_id));
+  if (box.hidden) return;
+  box.replaceChildren();
+  box.className = `result ${msg.phase === "done" ? "ok" : msg.phase === "refused" || msg.phase === "failed" ? "bad" : ""}`;
+  if (r && r.model_id) {
+    const head = r.activated ? `Personal model ${r.model_id} is active` : `Model ${r.model_id} was not activated`;
+    const line = el("div", { class: "head" });
+    line.append(el("b", {}, head), el("span", { class: "acc" }, `accuracy ${pct(r.accuracy)}`));
+    box.append(line);
+    box.append(el("p", { class: "small muted" }, "tested on repetitions of this session it was not trained on"));
+    const notes = [...(r.reasons || []), ...(r.warnings || [])];
+    if (notes.length) {
+      const list = el("ul", { class: "small" });
+      for (const n of notes) list.append(el("li", {}, n));
+      box.append(list);
+    }
+  } else {
+    box.append(el("b", {}, msg.message || msg.prompt || "no result"));
+  }
+  box.dataset.phase = msg.phase;
+}
+
+function showCalibration(msg) {
+  const panel = $("calibration");
+  const running = RUNNING.has(msg.phase);
+  const live = running && msg.phase !== "recorded" && msg.phase !== "fitting";
+  panel.dataset.phase = msg.phase;
+  const [kind, label] = PHASES[msg.phase] || ["", msg.phase];
+  pill($("cal-phase"), kind, label);
+  $("cal-intro").hidden = running;
+  $("cal-live").hidden = !running;
+  $("cal-prompt").textContent = msg.prompt;
+  $("cal-count").textContent = live ? `${msg.remaining_s.toFixed(1)} s` : "";
+  $("cal-count-label").textContent = live ? COUNT_LABELS[msg.phase] : "this takes a few seconds";
+  $("cal-progress").style.width = pct(msg.progress);
+  $("cal-step").textContent = running ? `step ${msg.step} of ${msg.steps}` +
+    (msg.label ? ` · ${msg.label}, repetition ${msg.rep + 1}` : "") + (msg.flagged.length ? ` · ${msg.flagged.length} repeated` : "") : "";
+  if (live) showLevels(msg); else $("cal-levels").replaceChildren();
+  // The session's advice while it runs ("repeating happy: EMG2 ... check ..."); the outcome's text after.
+  const advice = running ? msg.message : "";
+  $("cal-advice").hidden = !advice;
+  $("cal-advice").textContent = advice;
+  showResult(msg);
+  $("cal-start").disabled = running;
+  $("cal-cancel").hidden = !running;
+  if (msg.phase !== calPhase && (calPhase === null || FINAL.has(msg.phase))) loadModels();
+  calPhase = msg.phase;
+}
+
+async function calibrationCommand(what) {
+  try {
+    await post(`/api/calibration/${what}`);
+    showError("cal-error", null);
+  } catch (err) {
+    showError("cal-error", err);
+  }
+}
+
+// A model's id is the UTC time it was made (20261201T044036Z): shown in the browser's time zone.
+function modelDate(m) {
+  const t = m.id.match(/^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z/);
+  if (!t) return m.session_date || "–";
+  const [y, mo, d, h, mi, sec] = t.slice(1).map(Number);
+  return new Date(Date.UTC(y, mo - 1, d, h, mi, sec)).toLocaleString([], { hour12: false });
+}
+
+function showModels(data) {
+  $("models-in-use").textContent = `EMG runs ${data.in_use}.`;
+  $("models-rollback").disabled = !data.active;
+  const body = $("models-list");
+  body.replaceChildren();
+  if (!data.models.length) {
+    const row = el("tr");
+    row.append(el("td", { colspan: "6", class: "muted" }, "none yet: a calibration session makes one"));
+    body.append(row);
+  }
+  for (const m of data.models) {
+    const row = el("tr", { "data-id": m.id, "data-active": String(m.active) });
+    const marker = el("td");
+    if (m.active) pill(marker.appendChild(el("span")), "ok", "\u25CF active");
+    const verdict = el("td");
+    pill(verdict.appendChild(el("span")), m.passed ? "ok" : "warn", m.passed ? "passed" : "refused");
+    for (const reason of m.reasons) verdict.append(el("div", { class: "small muted" }, reason));
+    const action = el("td");
+    if (!m.active) {
+      const button = el("button", { class: "action", "data-activate": m.id }, "Activate");
+      button.addEventListener("click", () => activate(m.id));
+      action.append(button);
+    }
+    const date = modelDate(m);
+    row.append(marker, el("td", { class: "id" }, m.id), el("td", {}, date),
+      el("td", {}, m.accuracy === null ? "–" : pct(m.accuracy)), verdict, action);
+    body.append(row);
+  }
+}
+
+async function loadModels() {
+  try {
+    const response = await fetch("/api/models", { credentials: "same-origin" });
+    if (!response.ok) throw new Error(await response.text());
+    showModels(await response.json());
+  } catch (err) {
+    showError("models-error", err);
+  }
+}
+
+async function modelsCommand(url) {
+  try {
+    const data = await post(url);
+    showModels(data);
+    showError("models-error", null);
+    const done = data.message.charAt(0).toUpperCase() + data.message.slice(1);
+    $("models-in-use").textContent += ` ${done}: the daemon is reloading.`;
+  } catch (err) {
+    showError("models-error", err);
+  }
+}
+
+function activate(id) { return modelsCommand(`/api/models/${encodeURIComponent(id)}/activate`); }
 
 // --- the connection -----------------------------------------------------------------------------------
 
@@ -259,6 +433,7 @@ const handlers = {
     showStatus(msg);
     showVideoStatus(msg.video);
   },
+  calibration: showCalibration,
   emg: showTraces,
   frame(msg) { frameHeader = msg; },
 };
@@ -280,6 +455,9 @@ function connect() {
 }
 
 buildBars();
+$("cal-start").addEventListener("click", () => calibrationCommand("start"));
+$("cal-cancel").addEventListener("click", () => calibrationCommand("cancel"));
+$("models-rollback").addEventListener("click", () => modelsCommand("/api/models/rollback"));
 for (const button of document.querySelectorAll("button.switch")) {
   button.addEventListener("click", () => toggle(button));
 }
