@@ -268,9 +268,7 @@ def test_cancel_while_the_model_trains_installs_nothing(
     )
     store = PersonalModelStore.for_config(config)
     clock = [0.0]
-    manager = CalibrationManager(
-        lambda: config, StoreInstaller(store, FS), CHANNEL_NAMES, clock=lambda: clock[0]
-    )
+    manager = CalibrationManager(lambda: config, StoreInstaller(store), CHANNEL_NAMES, clock=lambda: clock[0])
     rng = np.random.default_rng(2)
 
     async def scenario() -> tuple[str, bool]:

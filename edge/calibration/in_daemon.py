@@ -34,10 +34,11 @@ class DaemonCalibration:
         self.store = PersonalModelStore.for_config(config)
         self.manager = CalibrationManager(
             lambda: self.service.config,
-            StoreInstaller(self.store, config.emg.sample_rate_hz, swap=self.swap),
+            StoreInstaller(self.store, swap=self.swap),
             CHANNEL_NAMES,
         )
         self.manager.available = lambda: self.service.pipeline.availability()["emg"]
+        self.manager.emg_paused = lambda: self.service.switches["emg_paused"]
         self.control = ControlServer(self.manager, socket_path(state_dir(config)))
         self.mqtt = CalibrationMqtt(self.manager, self.store, lambda: self.service.publisher)
         self.manager.on_snapshot.append(self.mqtt.on_snapshot)

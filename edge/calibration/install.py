@@ -49,11 +49,9 @@ class StoreInstaller:
     def __init__(
         self,
         store: PersonalModelStore,
-        sample_rate_hz: float,
         swap: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
-        self.sample_rate_hz = sample_rate_hz
         self.swap = swap  # makes the running pipeline use the newly active model
 
     async def install(self, session: CalibrationSession) -> tuple[str, str, dict[str, Any]]:
@@ -71,7 +69,7 @@ class StoreInstaller:
                     csv,
                     scratch,
                     name=DEFAULT_NAME,
-                    sample_rate_hz=self.sample_rate_hz,
+                    sample_rate_hz=session.fs,  # the rate it was recorded at, even after a reload
                     command="calibration session",
                 )
             except RecordingError as exc:

@@ -66,6 +66,7 @@ class CalibrationManager:
         self.listeners: set[LatestSlot[dict[str, Any]]] = set()
         self.on_snapshot: list[Callable[[dict[str, Any]], None]] = []
         self.available: Callable[[], bool] = lambda: True
+        self.emg_paused: Callable[[], bool] = lambda: False  # the "Pause EMG" switch
         self._finishing: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._last_sent = 0.0
@@ -83,6 +84,13 @@ class CalibrationManager:
         config = self._get_config()
         if config.emg.source == "off":
             raise CalibrationBusy('EMG is off (emg.source = "off"): nothing to calibrate')
+        if config.models.emg is not None:
+            # The configured model wins over personal ones: a new one would be stored but never run.
+            raise CalibrationBusy(
+                f"[models] emg = {config.models.emg} is set: unset it to use a personal model"
+            )
+        if self.emg_paused():
+            raise CalibrationBusy("EMG is paused: switch 'Pause EMG' off to calibrate")
         if not self.available():
             raise CalibrationBusy("no EMG signal right now: check the board and its cable")
         cal = config.calibration
@@ -130,6 +138,12 @@ class CalibrationManager:
     def tap(self, chunk: SampleChunk) -> None:
         session = self.session
         if session is None or session.finished:
+            return
+        if self.emg_paused():
+            # Paused means "don't use my EMG": what comes in now must not train a model.
+            if session.cancel():
+                log.warning("calibration session cancelled: EMG was paused")
+                self._send(force=True)
             return
         try:
             session.feed(chunk.samples, self.clock(), chunk.discontinuity)

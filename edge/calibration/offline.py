@@ -216,10 +216,14 @@ def int8_predictor(model: LinearSoftmax, train: FloatArray, test: FloatArray) ->
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all, and on disk before it gets its name (a power
+    cut on a Pi must not leave a model, card or recording half-written)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.calibration import DEFAULT_NAME
 from edge.calibration.gate import assess
+from edge.calibration.offline import atomic_write
 from edge.model_card import card_path_for
 
 if TYPE_CHECKING:
@@ -377,17 +378,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json_synced(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def _fsync_file(path: Path) -> None:

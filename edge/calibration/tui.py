@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from edge.calibration.control import ControlClient, ControlServer
 from edge.calibration.manager import CalibrationBusy, CalibrationManager, socket_path
+from edge.calibration.offline import CHANNEL_NAMES
 from edge.calibration.session import FINAL_PHASES
 from edge.config import Config
 
@@ -37,7 +38,7 @@ EXIT_BY_PHASE = {
     "failed": EXIT_REFUSED,
     "cancelled": EXIT_CANCELLED,
 }
-CHANNELS = ("EMG1 corrugator", "EMG2 zygomaticus", "EMG3 depressor")
+CHANNELS = tuple(f"EMG{i + 1} {name}" for i, name in enumerate(CHANNEL_NAMES))
 # Seconds to wait for the first samples when the session runs on the port itself.
 SIGNAL_WAIT_S = 5.0
 
@@ -154,7 +155,6 @@ async def through_daemon(client: ControlClient, screen: Screen) -> int:
 async def standalone(config: Config, screen: Screen) -> int:
     """No daemon: open the port, run the session here (fit, install, activate; no swap needed)."""
     from edge.calibration.install import StoreInstaller
-    from edge.calibration.offline import CHANNEL_NAMES
     from edge.calibration.store import PersonalModelStore, state_dir
     from edge.queues import CountingQueue
     from edge.service import loading
@@ -180,9 +180,7 @@ async def standalone(config: Config, screen: Screen) -> int:
         if config.emg.source == "off":
             raise CalibrationBusy('EMG is off (emg.source = "off"): nothing to calibrate')
         store = PersonalModelStore.for_config(config)
-        manager = CalibrationManager(
-            lambda: config, StoreInstaller(store, config.emg.sample_rate_hz), CHANNEL_NAMES
-        )
+        manager = CalibrationManager(lambda: config, StoreInstaller(store), CHANNEL_NAMES)
         source = loading.emg_source(config, len(CHANNEL_NAMES))
         queue: CountingQueue[SampleChunk] = CountingQueue(config.emg.queue_size)
 

@@ -29,12 +29,24 @@ class SwitchCommand:
     on: bool
 
 
+def _command_name(base_topic: str, topic: str) -> str | None:
+    """``<base>/set/<name>`` -> ``name``; None for a topic outside ``<base>/set/``."""
+    prefix = f"{base_topic}/set/"
+    return topic[len(prefix) :] if topic.startswith(prefix) else None
+
+
+def _bad_payload(command: str, expected: str, payload: bytes) -> CommandError:
+    """The one-line error for a payload other than ``expected``, quoting at most _QUOTE_MAX bytes."""
+    quoted = payload[:_QUOTE_MAX]
+    more = f" (+{len(payload) - _QUOTE_MAX} bytes)" if len(payload) > _QUOTE_MAX else ""
+    return CommandError(f"payload for {command} must be exactly {expected}, got {quoted!r}{more}")
+
+
 def switch_of(base_topic: str, topic: str, switches: tuple[str, ...] = SWITCHES) -> str:
     """``.../set/emg_paused`` -> ``emg_paused``; CommandError for anything but one of ``switches``."""
-    prefix = f"{base_topic}/set/"
-    if not topic.startswith(prefix):
+    switch = _command_name(base_topic, topic)
+    if switch is None:
         raise CommandError(f"not a command topic: {topic!r}")
-    switch = topic[len(prefix) :]
     if switch not in switches:
         raise CommandError(f"unknown switch {switch[:32]!r}; known: {', '.join(switches)}")
     return switch
@@ -49,9 +61,7 @@ def parse_command(
         return SwitchCommand(switch, True)
     if payload == PAYLOAD_OFF:
         return SwitchCommand(switch, False)
-    quoted = payload[:_QUOTE_MAX]
-    more = f" (+{len(payload) - _QUOTE_MAX} bytes)" if len(payload) > _QUOTE_MAX else ""
-    raise CommandError(f"payload for {switch} must be exactly ON or OFF, got {quoted!r}{more}")
+    raise _bad_payload(switch, "ON or OFF", payload)
 
 
 # Commands that act once rather than set a state (Home Assistant buttons): topic -> payloads taken.
@@ -66,8 +76,7 @@ class ActionCommand:
 
 def action_of(base_topic: str, topic: str) -> str | None:
     """``.../set/calibrate`` -> ``calibrate``; None for any other topic (a switch, or unknown)."""
-    prefix = f"{base_topic}/set/"
-    name = topic[len(prefix) :] if topic.startswith(prefix) else ""
+    name = _command_name(base_topic, topic)
     return name if name in ACTIONS else None
 
 
@@ -78,8 +87,5 @@ def parse_action(base_topic: str, topic: str, payload: bytes) -> ActionCommand:
         raise CommandError(f"not an action topic: {topic[:64]!r}")
     allowed = ACTIONS[action]
     if payload not in allowed:
-        quoted = payload[:_QUOTE_MAX]
-        more = f" (+{len(payload) - _QUOTE_MAX} bytes)" if len(payload) > _QUOTE_MAX else ""
-        names = " or ".join(a.decode() for a in allowed)
-        raise CommandError(f"payload for {action} must be exactly {names}, got {quoted!r}{more}")
+        raise _bad_payload(action, " or ".join(a.decode() for a in allowed), payload)
     return ActionCommand(action, payload.decode())
