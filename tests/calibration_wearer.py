@@ -97,6 +97,10 @@ class Prompts:
                     else:
                         self.replies.append(msg)
                         say("REPLY", json.dumps(msg))
+                        # Started in the daemon's first moments, before its EMG counts as available:
+                        # press Start again, as a person would, for a few seconds.
+                        if "no EMG signal" in str(msg.get("error")) and len(self.replies) < 50:
+                            threading.Timer(0.2, self.send, ("start",)).start()
 
     def current(self) -> dict[str, object]:
         with self.lock:
