@@ -336,7 +336,9 @@ def test_tflite_runtime_plan_resolves_without_opencv_backtracking(tmp_path: Path
         "--abi=cp311",
     ]
     report = tmp_path / "report.json"
+    # --target: pip >= 26 takes platform options only with it (a dry run writes nothing there).
     pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:"]
+    pip += [f"--target={tmp_path / 'target'}"]
     resolved = subprocess.run(
         [*pip, *target, f"--report={report}", *requirements],
         capture_output=True,
