@@ -302,3 +302,28 @@ def test_cancel_while_the_model_trains_installs_nothing(
     assert cancelled is True and phase == "cancelled"
     assert store.active() is None and store.list_models() == []
     assert not store.recordings_dir.exists() or list(store.recordings_dir.iterdir()) == []
+
+
+def test_start_is_refused_when_its_model_could_not_run_or_emg_is_paused(tmp_path: Path) -> None:
+    fixed = Config.model_validate(
+        {"calibration": CFG.model_dump(), "models": {"emg": str(tmp_path / "m.tflite")}}
+    )
+    with pytest.raises(CalibrationBusy, match=r"\[models\] emg .* is set"):
+        CalibrationManager(lambda: fixed, NeverInstalls(), CHANNEL_NAMES).start()
+    config = Config.model_validate({"calibration": CFG.model_dump()})
+    manager = CalibrationManager(lambda: config, NeverInstalls(), CHANNEL_NAMES)
+    paused = [True]
+    manager.emg_paused = lambda: paused[0]
+    with pytest.raises(CalibrationBusy, match="EMG is paused"):
+        manager.start()
+    # Paused during a session: what arrives then must not train a model, so the session ends.
+    paused[0] = False
+    manager.start()
+    paused[0] = True
+    manager.tap(SampleChunk(np.full((20, 3), 500.0), 0, 0.0))
+    assert manager.session is not None and manager.session.phase == "cancelled"
+
+
+def test_labels_are_the_emotions_home_assistant_declares() -> None:
+    with pytest.raises(ValueError, match="'wink' is not one of neutral, happy"):
+        CalibrationConfig(labels=["neutral", "happy", "wink"])

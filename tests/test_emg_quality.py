@@ -52,3 +52,16 @@ def test_envelope_keeps_spikes() -> None:
     lo, hi = envelope(data, 100)
     assert lo.shape == hi.shape == (100, 2)
     assert hi[:, 1].max() == 99.0 and hi[:, 0].max() == 0.0
+
+
+def test_traces_need_two_samples_before_a_snapshot() -> None:
+    from edge.sources.chunk import SampleChunk
+    from edge.web.traces import EmgTraces
+
+    traces = EmgTraces(RATE, 0.0, 1023.0)
+    traces.active = True
+    traces.push(SampleChunk(np.full((1, 3), 500.0), 0, 0.0))  # a 1-sample chunk after a gap
+    assert traces.snapshot() is None
+    traces.push(SampleChunk(np.full((1, 3), 501.0), 1, 0.001))
+    snap = traces.snapshot()
+    assert snap is not None and len(snap["channels"]) == 3
