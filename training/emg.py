@@ -325,7 +325,9 @@ def candidates(proto: ForwardProtocol) -> list[Candidate]:
         # still come every WINDOW samples; only the look-back grows.
         *(
             Candidate(
-                f"TD features ({w} samples) + softmax regression",
+                "TD features + softmax regression"
+                if w == WINDOW
+                else f"TD features ({w} samples) + softmax regression",
                 _td_spec(proto, window=w),
                 lambda s, n: SklearnAsDense(LogisticRegression(C=1.0, max_iter=5000)),
                 "candidate",
@@ -333,15 +335,7 @@ def candidates(proto: ForwardProtocol) -> list[Candidate]:
                 seeded=False,
                 window=w,
             )
-            for w in LONG_WINDOWS
-        ),
-        Candidate(
-            "TD features + softmax regression",
-            td,
-            lambda s, n: SklearnAsDense(LogisticRegression(C=1.0, max_iter=5000)),
-            "candidate",
-            exportable=True,
-            seeded=False,
+            for w in (*LONG_WINDOWS, WINDOW)
         ),
     ]
 
