@@ -32,8 +32,8 @@ import numpy as np
 
 from edge.config.decision import DecisionConfig
 from edge.emg.dsp import FloatArray
+from edge.emotions import UNCERTAIN
 
-UNCERTAIN = "uncertain"
 EventType = Literal["new", "update", "end"]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from edge.config import Config
 from edge.publish import discovery
-from edge.publish.discovery import EMOTIONS, discovery_payload
+from edge.publish.discovery import discovery_payload
 from edge.publish.topics import Topics
 
 
@@ -103,8 +103,25 @@ def test_confidence_sensor_has_an_icon() -> None:
 def test_device_triggers_for_each_emotion_started_and_ended() -> None:
     triggers = [c for c in payload()["cmps"].values() if c["p"] == "device_automation"]
     pairs = {(c["type"], c["subtype"]) for c in triggers}
-    emotions = [e for e in EMOTIONS if e != "uncertain"]
+    emotions = ["happy", "angry", "surprise", "fear", "sad", "disgust", "neutral"]  # as HA users see them
     assert pairs == {(t, e) for t in ("episode_started", "episode_ended") for e in emotions}
     for c in triggers:
         assert c["automation_type"] == "trigger" and c["topic"] == "emotion_edge/living_room_pi/event"
         assert c["payload"] == f"{'new' if c['type'] == 'episode_started' else 'end'} {c['subtype']}"
+
+
+def test_emotion_sensor_declares_every_state_it_can_take() -> None:
+    # HA's enum sensor rejects a state missing from `options`, so the list must cover every label
+    # fusion can state plus "uncertain".
+    emotion = payload()["cmps"]["emotion"]
+    assert emotion["device_class"] == "enum"
+    assert emotion["options"] == [
+        "happy",
+        "angry",
+        "surprise",
+        "fear",
+        "sad",
+        "disgust",
+        "neutral",
+        "uncertain",
+    ]

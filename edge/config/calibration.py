@@ -7,8 +7,10 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.config.checks import cross_field
+from edge.emotions import EMOTIONS
 
-DEFAULT_LABELS = ["neutral", "happy", "angry", "surprise", "fear", "sad", "disgust"]
+# The relaxed face first: it is the easiest to hold, so the wearer starts with something simple.
+DEFAULT_LABELS = ["neutral", *(e for e in EMOTIONS if e != "neutral")]
 
 
 class CalibrationConfig(BaseModel):
@@ -55,7 +57,7 @@ class CalibrationConfig(BaseModel):
     @classmethod
     def _labels(cls, value: list[str]) -> list[str]:
         for label in value:
-            if label not in DEFAULT_LABELS:
+            if label not in EMOTIONS:
                 # A personal model's labels become the fused state, whose names Home Assistant's
                 # enum sensor and device triggers declare in advance.
                 raise ValueError(f"{label!r} is not one of {', '.join(DEFAULT_LABELS)}")

@@ -18,14 +18,14 @@ from typing import Any
 
 from edge import __version__
 from edge.config import Config
+from edge.emotions import EMOTIONS, UNCERTAIN
 from edge.publish.calibration_discovery import calibration_components
 from edge.publish.commands import LIVE_VIEW
 from edge.publish.topics import Topics
 
 ORIGIN = {"name": "emotion-edge", "sw": __version__, "url": "https://github.com/emotion-edge/emotion-edge"}
-EMOTIONS = ["happy", "angry", "surprise", "fear", "sad", "disgust", "neutral", "uncertain"]
 EVENT_TYPES = ["new", "update", "end"]
-# Device triggers: (trigger type, event type that fires it). "uncertain" never has an episode.
+# Device triggers: (trigger type, event type that fires it), one per emotion (uncertain has no episode).
 TRIGGERS = {"episode_started": "new", "episode_ended": "end"}
 
 # Component key -> entity id suffix, where it differs from the key.
@@ -69,7 +69,7 @@ def _state_sensors(topics: Topics, config: Config) -> dict[str, dict[str, Any]]:
         "emotion": {
             **_entity(topics, config, "emotion", "sensor", "Emotion"),
             "device_class": "enum",
-            "options": EMOTIONS,
+            "options": [*EMOTIONS, UNCERTAIN],
             "state_topic": topics.state,
             "value_template": "{{ value_json.emotion }}",
             "json_attributes_topic": topics.state,
@@ -112,7 +112,6 @@ def _device_triggers(topics: Topics, config: Config) -> dict[str, dict[str, Any]
             "payload": f"{event_type} {emotion}",
         }
         for emotion in EMOTIONS
-        if emotion != "uncertain"
         for trigger, event_type in TRIGGERS.items()
     }
 
