@@ -332,7 +332,8 @@ def test_seq_stays_below_the_reservation(tmp_path: Path, monkeypatch: pytest.Mon
         seq = ob.append("t", _payload)
         reserved = json.loads(ob.meta_path.read_text())["reserved_seq"]
         assert seq <= reserved < seq + 10
-    assert not list(tmp_path.glob("*.tmp")), "written by rename, no leftovers"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not leftovers, "written by rename, no temporary files left"
     ob.close()
     remove_database(path)
     assert Outbox(path, 1000, 1e9).append("t", _payload) > 35

@@ -1,21 +1,32 @@
 """Train and export the face-emotion CNN on FER2013 (Training to fit, PublicTest to select).
 
-    python -m training.face train --data ../shared/data/fer2013/fer2013.npz --work runs/face --epochs 60
-    python -m training.face export --work runs/face --data ../shared/data/fer2013/fer2013.npz \
-        --out models/face
+    nohup python -m training.face train --data ../shared/data/fer2013/fer2013.npz \
+        --work training/checkpoints/face120 --init-weights training/checkpoints/face/best_weights.npz \
+        >> training/checkpoints/face120/progress.log 2>&1 &
+    python -m training.face export --data ../shared/data/fer2013/fer2013.npz \
+        --work training/checkpoints/face120 --out models/face [--flip-tta]
 
-Training is resumable: stop it at any time (Ctrl-C, SIGTERM, a reboot) and run the same command
-again; Keras' BackupAndRestore picks up at the last finished epoch. ``--init-weights`` starts a
-new run (new learning-rate cycle) from an earlier model, e.g.
-``training/checkpoints/face/best_weights.npz``. It uses a GPU when TensorFlow sees one. Progress goes
-to ``<work>/log.csv``.
+The recipe: random 44x44 crops, flips, rotation, zoom, contrast/brightness jitter and random erasing
+(``training/face_augment.py``), label smoothing 0.1, SGD Nesterov with a warm-up and one cosine
+cycle of ``--epochs``, and an EMA of the weights that is selected on PublicTest (whole face or
+centre crop, whichever scores higher) and exported.
+
+Training is resumable: stop it at any time (Ctrl-C, SIGTERM, SIGKILL, a reboot) and run the same
+command again. Every epoch ``<work>/state.npz`` saves the weights, the optimiser (its step count is
+the schedule's position), the EMA and the dropout RNG; the data order and augmentation are keyed by
+(seed, epoch, batch), so a resumed run takes the path an uninterrupted one would (with the same XLA
+choice). ``--init-weights`` starts a new run from an earlier model, e.g.
+``training/checkpoints/face/best_weights.npz``. It uses a GPU when TensorFlow sees one. Progress
+goes to stdout and ``<work>/log.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -124,10 +135,17 @@ def _cosine_schedule(base_lr: float, warmup_steps: int, total_steps: int) -> Any
     return WarmupCosine()
 
 
+# Settings that define the schedule and the recipe: a resume must use the same ones.
+RECIPE_KEYS: tuple[str, ...] = ("epochs", "batch", "lr", "warmup_epochs", "crop", "erase_p", "ema")
+RECIPE_KEYS += ("width", "dropout", "seed", "limit")
+
+
 def _save_atomic(path: Path, **arrays: Any) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    from edge.atomic import atomic_write
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
 
 
 def _pack(prefix: str, values: Sequence[Any]) -> dict[str, Any]:
@@ -179,21 +197,34 @@ def train(args: argparse.Namespace) -> int:
     )
     optimizer.build(model.trainable_variables)
     ema = [tf.Variable(w, trainable=False) for w in model.get_weights()]
+    rng = _rng_variables(model)
     start_epoch, best_acc = 0, -1.0
     if state_path.exists():
+        saved_settings = json.loads((work / "config.json").read_text())
+        for key in RECIPE_KEYS:
+            if saved_settings.get(key) != settings.get(key):
+                raise SystemExit(
+                    f"{work} was started with {key}={saved_settings.get(key)}; resume with the same"
+                )
         with np.load(state_path) as saved:
+            if "steps_per_epoch" in saved.files and int(saved["steps_per_epoch"]) != steps_per_epoch:
+                raise SystemExit(
+                    f"{work} was started with {int(saved['steps_per_epoch'])} steps per epoch, this data "
+                    f"gives {steps_per_epoch}; resume with the same --data"
+                )
             model.set_weights(_unpack(saved, "w"))
             for var, value in zip(optimizer.variables, _unpack(saved, "o"), strict=True):
                 var.assign(value)
             for var, value in zip(ema, _unpack(saved, "e"), strict=True):
                 var.assign(value)
+            # Older checkpoints lack the dropout RNG: they resume with a fresh stream.
+            for var, value in zip(rng, _unpack(saved, "r"), strict=False):
+                var.assign(value)
             start_epoch, best_acc = int(saved["epoch"]) + 1, float(saved["best_acc"])
-        saved_settings = json.loads((work / "config.json").read_text())
-        for key in ("epochs", "batch", "lr", "width", "crop", "warmup_epochs", "seed", "limit"):
-            if saved_settings.get(key) != settings.get(key):
-                raise SystemExit(
-                    f"{work} was started with {key}={saved_settings.get(key)}; resume with the same"
-                )
+        if best_path.exists():
+            # A kill between best.npz and state.npz leaves best.npz ahead of the state's record.
+            with np.load(best_path) as best:
+                best_acc = max(best_acc, float(best["acc"]))
         print(f"resuming at epoch {start_epoch} (step {int(optimizer.iterations.numpy())})", flush=True)
     else:
         if args.init_weights:
@@ -243,7 +274,7 @@ def train(args: argparse.Namespace) -> int:
         gen = tf.data.Dataset.from_generator(lambda: batches(epoch), output_signature=spec)
         return gen.map(prep, num_parallel_calls=2).prefetch(4)
 
-    xla = _choose_xla(args.xla, step, dataset(start_epoch), optimizer, model, ema)
+    xla = _choose_xla(args.xla, step, dataset(start_epoch), optimizer, model, ema + rng)
     train_step = tf.function(step, jit_compile=xla, reduce_retracing=True)
     x_val = d["x_val"].astype(np.float32)[..., None] / 255.0
 
@@ -253,8 +284,7 @@ def train(args: argparse.Namespace) -> int:
         return float(np.mean(probs.argmax(axis=1) == d["y_val"]))
 
     log = work / "log.csv"
-    if not log.exists():
-        log.write_text("epoch,lr,train_loss,train_acc,ema_val_acc_full,ema_val_acc_crop,seconds,xla\n")
+    _start_log(log, start_epoch)
     for epoch in range(start_epoch, args.epochs):
         t0 = time.monotonic()
         loss_sum, correct_sum, seen = 0.0, 0.0, 0
@@ -269,24 +299,28 @@ def train(args: argparse.Namespace) -> int:
         ema_weights = model.get_weights()
         model.set_weights(raw)
         acc, mode = max((full, "full"), (cropped, "centre_crop"))
-        if acc > best_acc:
-            best_acc = acc
-            _save_atomic(best_path, **_pack("w", ema_weights), epoch=epoch, acc=acc, mode=np.array(mode))
         lr = float(lr_at(optimizer.iterations, args.lr, steps_per_epoch * args.warmup_epochs, total_steps))
-        _save_atomic(
-            state_path,
-            **_pack("w", raw),
-            **_pack("o", [v.numpy() for v in optimizer.variables]),
-            **_pack("e", ema_weights),
-            epoch=epoch,
-            best_acc=best_acc,
-        )
         seconds = time.monotonic() - t0
+        # Log, best, state: a kill anywhere in between re-runs this epoch, whose log row
+        # _start_log then drops, so the log never misses or repeats an epoch.
         with log.open("a") as fh:
             fh.write(
                 f"{epoch},{lr:.6f},{loss_sum / seen:.4f},{correct_sum / seen:.4f},{full:.4f},{cropped:.4f},"
                 f"{seconds:.0f},{int(xla)}\n"
             )
+        if acc > best_acc:
+            best_acc = acc
+            _save_atomic(best_path, **_pack("w", ema_weights), epoch=epoch, acc=acc, mode=np.array(mode))
+        _save_atomic(
+            state_path,
+            **_pack("w", raw),
+            **_pack("o", [v.numpy() for v in optimizer.variables]),
+            **_pack("e", ema_weights),
+            **_pack("r", [v.numpy() for v in rng]),
+            epoch=epoch,
+            best_acc=best_acc,
+            steps_per_epoch=steps_per_epoch,
+        )
         print(
             f"epoch {epoch + 1}/{args.epochs} lr {lr:.5f} loss {loss_sum / seen:.4f}"
             f" acc {correct_sum / seen:.4f}"
@@ -296,12 +330,31 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _choose_xla(choice: str, step: Any, data: Any, optimizer: Any, model: Any, ema: list[Any]) -> bool:
+def _rng_variables(model: Any) -> list[Any]:
+    """The model's random state that is not a weight: Keras 3 keeps dropout's SeedGenerator here."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _start_log(log: Path, start_epoch: int) -> None:
+    """Open the log for a run starting at ``start_epoch``: rows of epochs it will redo are dropped."""
+    header = "epoch,lr,train_loss,train_acc,ema_val_acc_full,ema_val_acc_crop,seconds,xla\n"
+    if not log.exists():
+        log.write_text(header)
+        return
+    lines = log.read_text().splitlines(keepends=True)
+    kept = [row for row in lines[1:] if row.strip() and int(row.split(",", 1)[0]) < start_epoch]
+    if len(kept) != len(lines) - 1:
+        log.write_text(header + "".join(kept))
+
+
+def _choose_xla(choice: str, step: Any, data: Any, optimizer: Any, model: Any, state: list[Any]) -> bool:
     """``auto``: time both compilations on the same real batches and keep the faster one.
 
     XLA's benefit on a small CPU varies with load and version (578 vs 676 ms on an idle machine,
     963-1330 vs 552-831 ms under load), so it is measured at the start of each run. The trial steps
-    are undone afterwards, so the run itself is unchanged by the measurement.
+    are undone afterwards (weights, optimiser, and ``state``: the EMA and the dropout RNG), so the run
+    itself is unchanged by the measurement.
     """
     import tensorflow as tf
 
@@ -309,7 +362,7 @@ def _choose_xla(choice: str, step: Any, data: Any, optimizer: Any, model: Any, e
         return choice == "on"
     saved_w = model.get_weights()
     saved_o = [v.numpy() for v in optimizer.variables]
-    saved_e = [e.numpy() for e in ema]
+    saved_s = [v.numpy() for v in state]
     fns = {flag: tf.function(step, jit_compile=flag, reduce_retracing=True) for flag in (False, True)}
     batches = list(data.take(16))
     times: dict[bool, list[float]] = {False: [], True: []}
@@ -323,7 +376,7 @@ def _choose_xla(choice: str, step: Any, data: Any, optimizer: Any, model: Any, e
     model.set_weights(saved_w)
     for var, value in zip(optimizer.variables, saved_o, strict=True):
         var.assign(value)
-    for var, value in zip(ema, saved_e, strict=True):
+    for var, value in zip(state, saved_s, strict=True):
         var.assign(value)
     med = {flag: float(np.median(t)) * 1000 for flag, t in times.items()}
     print(
@@ -365,7 +418,10 @@ def export(args: argparse.Namespace) -> int:
     from edge.model_card import DataRef, FacePreprocessing, ModelCard, TensorQuantization, sha256_file
     from training.export import tf_int8_predict, to_int8_tflite, write_c_array, write_model
 
-    work, out = Path(args.work), Path(args.out)
+    if args.limit and args.out is None:
+        # A smoke export must not overwrite the shipped model with a card claiming every row.
+        raise SystemExit("export --limit needs an explicit --out (the default is the shipped models/face)")
+    work, out = Path(args.work), Path(args.out or "models/face")
     out.mkdir(parents=True, exist_ok=True)
     d = load_fer(Path(args.data))
     if args.limit:
@@ -389,8 +445,9 @@ def export(args: argparse.Namespace) -> int:
     float_rep = classification_report(y_val, float_probs.argmax(axis=1), FER_LABELS)
     int8_rep = classification_report(y_val, int8_out.argmax(axis=1), FER_LABELS)
     log = work / "log.csv"
-    epochs = max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
+    epochs = _epochs_trained(work)
     settings = json.loads((work / "config.json").read_text())
+    command = "python -m training.face " + shlex.join(args.command_line)
 
     def make_card(model_sha: str, in_q: TensorQuantization, out_q: TensorQuantization) -> ModelCard:
         return ModelCard(
@@ -413,7 +470,7 @@ def export(args: argparse.Namespace) -> int:
                 "selected_epoch": selected + 1,
             },
             training_data=[DataRef(name=Path(args.data).name, sha256=sha256_file(args.data))],
-            training={**settings, "export_command": " ".join(sys.argv)},
+            training={**settings, "export_command": command},
         )
 
     card = write_model(tflite, out / "face.tflite", make_card)
@@ -480,6 +537,16 @@ def export(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _epochs_trained(work: Path) -> int:
+    """Finished epochs of the schedule, from the checkpoint (the log may be a row behind it)."""
+    state = work / "state.npz"
+    if state.exists():
+        with np.load(state) as saved:
+            return int(saved["epoch"]) + 1
+    log = work / "log.csv"
+    return max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
 
 
 def _pct(value: float) -> str:
@@ -557,12 +624,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     e = sub.add_parser("export", help="int8 .tflite + card + REPORT.md from <work>/best.npz")
     e.add_argument("--data", required=True)
     e.add_argument("--work", default="runs/face")
-    e.add_argument("--out", default="models/face")
+    e.add_argument("--out", help="where face.tflite, its card and REPORT.md go (default: models/face)")
     e.add_argument("--c-array", action="store_true")
     e.add_argument("--flip-tta", action="store_true", help="average each face with its mirror, in-graph")
     e.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
     e.set_defaults(func=export)
     args = parser.parse_args(argv)
+    if args.command == "export":  # recorded in the card, as it can be re-run
+        args.command_line = list(argv) if argv is not None else sys.argv[1:]
     code: int = args.func(args)
     return code
 

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from edge.atomic import atomic_write
 from edge.calibration import DEFAULT_NAME
-from edge.calibration.offline import atomic_write, calibrate_recording
+from edge.calibration.offline import calibrate_recording
 from edge.calibration.session import CalibrationSession
 from edge.calibration.store import PersonalModelStore
 from edge.emg.dsp import FloatArray

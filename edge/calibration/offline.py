@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.atomic import atomic_write
 from edge.calibration import DEFAULT_NAME
 from edge.calibration.fit import IntArray, LinearSoftmax, fit_linear, float_predictor, leave_one_group_out
 from edge.calibration.tflite_writer import QuantizedLinear, write_linear_softmax
@@ -213,21 +212,6 @@ def int8_predictor(model: LinearSoftmax, train: FloatArray, test: FloatArray) ->
     tflite, q = write_linear_softmax(model.weights, model.bias, model.norm.apply(train))
     predicted: IntArray = int8_predict(tflite, q, model.norm.apply(test)).argmax(axis=1).astype(np.int64)
     return predicted
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all, and on disk before it gets its name (a power
-    cut on a Pi must not leave a model, card or recording half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.atomic import atomic_write
 from edge.calibration import DEFAULT_NAME
 from edge.calibration.gate import assess
-from edge.calibration.offline import atomic_write
 from edge.model_card import card_path_for
 
 if TYPE_CHECKING:

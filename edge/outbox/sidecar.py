@@ -6,13 +6,13 @@ above every seq handed out, keeps the generation and gets the settings back.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edge.atomic import atomic_write
 
 log = logging.getLogger("edge.outbox")  # the package's one logger (see recovery.py)
 
@@ -49,19 +49,4 @@ def write(meta_path: Path, generation: int, reserved: int, settings: dict[str, d
         {"generation": generation, "reserved_seq": reserved, "settings": settings},
         separators=(",", ":"),
     )
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, meta_path)
-        dir_fd = os.open(meta_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    atomic_write(meta_path, body.encode("utf-8"))
