@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge.config.decision import DecisionConfig
-from edge.decision import UNCERTAIN, DecisionEngine, EpisodeEvent, ModalityReading
+from edge.decision import DecisionEngine, EpisodeEvent, ModalityReading
+from edge.emotions import UNCERTAIN
 
 EMG = ["happy", "angry", "sad"]
 FACE = ["happy", "angry", "sad", "neutral"]
