@@ -1,8 +1,8 @@
 """Train and export the face-emotion CNN on FER2013 (Training to fit, PublicTest to select).
 
     nohup python -m training.face train --data ../shared/data/fer2013/fer2013.npz \
-        --work training/checkpoints/face120 --init-weights training/checkpoints/face/best_weights.npz \
-        >> training/checkpoints/face120/progress.log 2>&1 &
+        --work training/checkpoints/face-next --init-weights training/checkpoints/face/best_weights.npz \
+        >> training/checkpoints/face-next.log 2>&1 &
     python -m training.face export --data ../shared/data/fer2013/fer2013.npz \
         --work training/checkpoints/face120 --out models/face [--flip-tta]
 
@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from edge.atomic import atomic_write
 
 FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 SIZE = 48
@@ -136,13 +138,13 @@ def _cosine_schedule(base_lr: float, warmup_steps: int, total_steps: int) -> Any
 
 
 # Settings that define the schedule and the recipe: a resume must use the same ones.
-RECIPE_KEYS: tuple[str, ...] = ("epochs", "batch", "lr", "warmup_epochs", "crop", "erase_p", "ema")
-RECIPE_KEYS += ("width", "dropout", "seed", "limit")
+RECIPE_KEYS = (
+    *("epochs", "batch", "lr", "warmup_epochs", "crop", "erase_p", "ema", "width", "dropout", "seed"),
+    "limit",
+)
 
 
 def _save_atomic(path: Path, **arrays: Any) -> None:
-    from edge.atomic import atomic_write
-
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write(path, buffer.getvalue())
@@ -198,7 +200,7 @@ def train(args: argparse.Namespace) -> int:
     optimizer.build(model.trainable_variables)
     ema = [tf.Variable(w, trainable=False) for w in model.get_weights()]
     rng = _rng_variables(model)
-    start_epoch, best_acc = 0, -1.0
+    start_epoch = 0
     if state_path.exists():
         saved_settings = json.loads((work / "config.json").read_text())
         for key in RECIPE_KEYS:
@@ -220,11 +222,7 @@ def train(args: argparse.Namespace) -> int:
             # Older checkpoints lack the dropout RNG: they resume with a fresh stream.
             for var, value in zip(rng, _unpack(saved, "r"), strict=False):
                 var.assign(value)
-            start_epoch, best_acc = int(saved["epoch"]) + 1, float(saved["best_acc"])
-        if best_path.exists():
-            # A kill between best.npz and state.npz leaves best.npz ahead of the state's record.
-            with np.load(best_path) as best:
-                best_acc = max(best_acc, float(best["acc"]))
+            start_epoch = int(saved["epoch"]) + 1
         print(f"resuming at epoch {start_epoch} (step {int(optimizer.iterations.numpy())})", flush=True)
     else:
         if args.init_weights:
@@ -283,6 +281,11 @@ def train(args: argparse.Namespace) -> int:
         probs = model.predict(x, batch_size=256, verbose=0)
         return float(np.mean(probs.argmax(axis=1) == d["y_val"]))
 
+    # The best so far is whatever best.npz holds (also when a kill came before state.npz caught up).
+    best_acc = -1.0
+    if state_path.exists() and best_path.exists():
+        with np.load(best_path) as best:
+            best_acc = float(best["acc"])
     log = work / "log.csv"
     _start_log(log, start_epoch)
     for epoch in range(start_epoch, args.epochs):
@@ -318,7 +321,6 @@ def train(args: argparse.Namespace) -> int:
             **_pack("e", ema_weights),
             **_pack("r", [v.numpy() for v in rng]),
             epoch=epoch,
-            best_acc=best_acc,
             steps_per_epoch=steps_per_epoch,
         )
         print(
@@ -445,7 +447,9 @@ def export(args: argparse.Namespace) -> int:
     float_rep = classification_report(y_val, float_probs.argmax(axis=1), FER_LABELS)
     int8_rep = classification_report(y_val, int8_out.argmax(axis=1), FER_LABELS)
     log = work / "log.csv"
-    epochs = _epochs_trained(work)
+    # Log rows are written before the checkpoint and redone rows dropped on resume, so they count
+    # the finished epochs (state.npz is not committed once a schedule is over).
+    epochs = max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
     settings = json.loads((work / "config.json").read_text())
     command = "python -m training.face " + shlex.join(args.command_line)
 
@@ -537,16 +541,6 @@ def export(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _epochs_trained(work: Path) -> int:
-    """Finished epochs of the schedule, from the checkpoint (the log may be a row behind it)."""
-    state = work / "state.npz"
-    if state.exists():
-        with np.load(state) as saved:
-            return int(saved["epoch"]) + 1
-    log = work / "log.csv"
-    return max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
 
 
 def _pct(value: float) -> str:
