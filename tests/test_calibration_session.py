@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import threading
 from collections import Counter
 from collections.abc import Callable
 from itertools import pairwise
@@ -252,12 +253,24 @@ def test_control_socket_is_private_and_starts_streams_and_cancels(tmp_path: Path
 
 
 def test_cancel_while_the_model_trains_installs_nothing(
-    tmp_path: Path, segments: dict[str, np.ndarray]
+    tmp_path: Path, segments: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real installer and store: the fit runs in a thread; a cancel meanwhile wins, and neither a
     model nor the recording is left behind."""
     from edge.calibration.install import StoreInstaller
+    from edge.calibration.offline import calibrate_recording
     from edge.calibration.store import PersonalModelStore
+
+    # The real fit, held in its thread until the cancel has been sent: a short session's fit can
+    # otherwise finish before the cancel arrives (then refusing it is right, but not this test).
+    fitting, cancel_sent = threading.Event(), threading.Event()
+
+    def held_fit(*args: Any, **kwargs: Any) -> Any:
+        fitting.set()
+        cancel_sent.wait(30)
+        return calibrate_recording(*args, **kwargs)
+
+    monkeypatch.setattr("edge.calibration.install.calibrate_recording", held_fit)
 
     config = Config.model_validate(
         {
@@ -290,8 +303,9 @@ def test_cancel_while_the_model_trains_installs_nothing(
             while session.phase != "fitting":
                 assert session.phase in ("recorded", "fitting"), (session.phase, session.message)
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)  # the fit is running in its thread now
+            assert await asyncio.to_thread(fitting.wait, 30), "the fit never started"
             cancelled = manager.cancel()
+            cancel_sent.set()
             while manager._finishing is not None:
                 await asyncio.sleep(0.01)
             return session.phase, cancelled
